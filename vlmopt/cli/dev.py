@@ -1,0 +1,34 @@
+"""`vlmopt dev`: developer helpers (the tiny offline VLM used by tests and the demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import console, fail
+
+dev_app = typer.Typer(help="Developer helpers: build the tiny offline VLM used by tests and the demo.",
+                      no_args_is_help=True)
+
+
+@dev_app.command("tiny-model")
+def tiny_model(
+    out: Path = typer.Argument(..., help="Folder to write the tiny LLaVA checkpoint to."),
+    seed: int = typer.Option(0, help="Seed for weights and tokenizer; the same seed gives the same model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write a tiny random-weight LLaVA (about 2 M parameters) with tokenizer, processor and chat template. Offline."""
+    try:
+        from vlmopt.testing import TinyVlmSpec, build_tiny_vlm
+    except ImportError as exc:  # torch/transformers live in the `quantize` extra
+        fail(f"the tiny model needs torch and transformers (pip install 'vlmopt[quantize]'): {exc}")
+    if out.exists() and any(out.iterdir()) and not (out / "config.json").exists() and not overwrite:
+        fail(f"{out} exists and is not a model folder; pass --overwrite or choose another path")
+    with console.status(f"building tiny VLM in {out}"):
+        path = build_tiny_vlm(out, TinyVlmSpec(seed=seed), overwrite=overwrite)
+    console.print(f"tiny VLM written to [bold]{path}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dev_app, name="dev")

@@ -1,0 +1,77 @@
+"""GPU catalog (profiles/gpus.yaml) and price catalog (profiles/prices.yaml). Every number carries a source."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import SCHEMA_VERSION, StrictModel
+
+Market = Literal["on_demand", "spot"]
+
+
+class MigProfileSpec(StrictModel):
+    name: str = Field(description="e.g. '1g.10gb', '3g.40gb', '1g.20gb+me'")
+    profile_id: int = Field(description="GPU instance profile id as in `nvidia-smi mig -lgip`")
+    compute_slices: int = Field(ge=1)
+    memory_slices: int = Field(ge=1)
+    memory_gib: float = Field(gt=0, description="usable memory of the instance")
+    starts: list[int] = Field(description="legal placement start slots (memory-slot index)")
+    max_count: int = Field(ge=1)
+    media_extensions: bool = False
+
+
+class MigGeometry(StrictModel):
+    compute_slices: int = 7
+    memory_slots: int = 8
+    profiles: list[MigProfileSpec]
+    source: str
+
+
+class GpuSpec(StrictModel):
+    id: str = Field(description="catalog key, e.g. 'h100-sxm-80gb'")
+    names: list[str] = Field(description="names NVML may report, e.g. 'NVIDIA H100 80GB HBM3'")
+    pci_device_ids: list[str] = Field(default_factory=list, description="e.g. '0x2330'")
+    memory_gib: float = Field(gt=0)
+    memory_bandwidth_gbs: float = Field(gt=0, description="GB/s")
+    tflops: dict[str, float] = Field(description="dense TFLOPS by dtype: bf16, fp16, fp8, int8")
+    fp8: bool = False
+    sms: int | None = None
+    tdp_w: float | None = None
+    mig: MigGeometry | None = None
+    sources: list[str] = Field(min_length=1)
+
+
+class GpuCatalog(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    gpus: list[GpuSpec]
+
+    def get(self, gpu_id: str) -> GpuSpec:
+        for g in self.gpus:
+            if g.id == gpu_id:
+                return g
+        raise KeyError(f"unknown GPU {gpu_id!r}; catalog has {[g.id for g in self.gpus]}")
+
+
+class PriceEntry(StrictModel):
+    cloud: str
+    region: str
+    instance_type: str
+    gpu: str = Field(description="GpuSpec.id")
+    gpus_per_instance: int = Field(ge=1)
+    market: Market
+    usd_per_hour: float = Field(gt=0, description="per instance")
+    interruption_rate_per_hour: float | None = Field(default=None, ge=0, description="spot only")
+    source: str
+    retrieved: str = Field(description="ISO date")
+
+    @property
+    def usd_per_gpu_hour(self) -> float:
+        return self.usd_per_hour / self.gpus_per_instance
+
+
+class PriceCatalog(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    currency: Literal["USD"] = "USD"
+    prices: list[PriceEntry]

@@ -1,0 +1,59 @@
+"""Variant manifest: variants/<model>/manifest.json, written by `vlmopt quantize`, read by benchmark and plan."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .common import SCHEMA_VERSION, StrictModel
+
+QuantMethod = Literal["none", "fp8", "int8", "gptq", "awq"]
+QuantScheme = Literal["BF16", "FP8_DYNAMIC", "W8A8", "W4A16", "W4A16_ASYM"]
+
+
+class Calibration(StrictModel):
+    source: str = Field(description="synthetic | folder path | jsonl path | none")
+    samples: int = 0
+    max_seq_len: int = 0
+
+
+class Fidelity(StrictModel):
+    """Next-token agreement with the bf16 baseline on held-out image+text prompts."""
+
+    mean_kl: float = Field(ge=0)
+    top1_agreement: float = Field(ge=0, le=1)
+    prompts: int = Field(ge=1)
+    measured_how: str = Field(description="e.g. 'in-process before save, fake-quant' or 'through vLLM logprobs'")
+
+
+class Variant(StrictModel):
+    name: str
+    method: QuantMethod
+    scheme: QuantScheme
+    path: str = Field(description="checkpoint folder, relative to the manifest's folder")
+    bytes_on_disk: int = Field(ge=0)
+    quantized_modules: list[str] = Field(default_factory=list, description="patterns/targets quantized")
+    kept_modules: list[str] = Field(default_factory=list, description="ignore patterns kept in bf16")
+    calibration: Calibration | None = None
+    fidelity: Fidelity | None = Field(default=None, description="None for the baseline")
+    wall_time_s: float = 0.0
+    peak_memory_bytes: int = 0
+    tool_versions: dict[str, str] = Field(default_factory=dict)
+    verified: bool = False
+    notes: list[str] = Field(default_factory=list)
+
+
+class VariantManifest(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    base_model: str = Field(description="path or name of the bf16 model")
+    architecture: str = Field(description="config.json architectures[0], e.g. LlavaForConditionalGeneration")
+    model_type: str = ""
+    created: str = ""
+    variants: list[Variant]
+
+    def variant(self, name: str) -> Variant:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(f"no variant {name!r}; have {[v.name for v in self.variants]}")

@@ -1,0 +1,156 @@
+"""Benchmark profile: profiles/<model>/<variant>@<device>.json, written by `vlmopt benchmark`, read by plan/report.
+
+Load-point keys follow `vllm bench serve`'s result JSON (../shared/research/benchmark.md §1.5) so numbers can be
+compared key by key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from .common import SCHEMA_VERSION, StrictModel
+
+
+class ServerArgs(StrictModel):
+    """Every argument vlmopt passes to `vllm.entrypoints.openai.api_server`; recorded verbatim in profiles."""
+
+    model: str
+    served_model_name: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    max_model_len: int | None = 1024
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    quantization: str | None = None
+    dtype: str | None = None
+    limit_mm_per_prompt: dict[str, int] | None = None
+    tensor_parallel_size: int | None = None
+    enforce_eager: bool = False
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="non-secret env vars set for the server")
+
+    def to_cli(self) -> list[str]:
+        import json
+
+        args = ["--model", self.model]
+        pairs: list[tuple[str, object]] = [
+            ("--served-model-name", self.served_model_name),
+            ("--host", self.host),
+            ("--port", self.port),
+            ("--max-model-len", self.max_model_len),
+            ("--max-num-seqs", self.max_num_seqs),
+            ("--max-num-batched-tokens", self.max_num_batched_tokens),
+            ("--gpu-memory-utilization", self.gpu_memory_utilization),
+            ("--quantization", self.quantization),
+            ("--dtype", self.dtype),
+            ("--tensor-parallel-size", self.tensor_parallel_size),
+        ]
+        for flag, value in pairs:
+            if value is not None:
+                args += [flag, str(value)]
+        if self.limit_mm_per_prompt is not None:
+            args += ["--limit-mm-per-prompt", json.dumps(self.limit_mm_per_prompt, separators=(",", ":"))]
+        if self.enforce_eager:
+            args.append("--enforce-eager")
+        return args + list(self.extra_args)
+
+
+class DeviceInfo(StrictModel):
+    kind: Literal["gpu", "cpu"]
+    name: str = Field(description="GPU name from NVML, or CPU model name")
+    mig_profile: str | None = None
+    count: int = 1
+    memory_gib: float | None = None
+    catalog_id: str | None = Field(default=None, description="key in profiles/gpus.yaml, when matched")
+
+    def slug(self) -> str:
+        base = self.catalog_id or self.name
+        base = base.lower().replace(" ", "-").replace("/", "-")
+        if self.mig_profile:
+            base += "-mig-" + self.mig_profile.replace(".", "_")
+        return base if self.count == 1 else f"{base}-x{self.count}"
+
+
+class EngineInfo(StrictModel):
+    name: str = "vllm"
+    version: str = ""
+    server_args: ServerArgs | None = None
+    endpoint: str | None = Field(default=None, description="set when benchmarking an external server")
+
+
+class WorkloadSpec(StrictModel):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    images_per_request: int = 1
+    image_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(56, 56)])
+    image_reuse: float = Field(default=0.0, ge=0, le=1)
+    dataset: str | None = None
+    seed: int = 0
+
+
+class LoadPoint(StrictModel):
+    """One measured load level. Latency keys: mean/median/std/p90/p95/p99 for ttft, tpot, itl, e2el (ms)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())  # the percentile family is open-ended
+
+    label: str
+    max_concurrency: int | None = None
+    request_rate: float | str | None = Field(default=None, description="req/s offered, or 'inf'")
+    arrival: str = "concurrency"
+    burstiness: float = 1.0
+    num_prompts: int = 0
+    completed: int = 0
+    failed: int = 0
+    duration: float = 0.0
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    request_throughput: float = 0.0
+    output_throughput: float = 0.0
+    total_token_throughput: float = 0.0
+    request_goodput: float | None = None
+    images_per_s: float = 0.0
+    image_token_share: float | None = None
+    errors: dict[str, int] = Field(default_factory=dict)
+    mm_cache_hit_rate: float | None = None
+    prefix_cache_hit_rate: float | None = None
+    max_kv_cache_usage_perc: float | None = None
+    mean_kv_cache_usage_perc: float | None = None
+    max_num_requests_running: float | None = None
+    max_num_requests_waiting: float | None = None
+    num_preemptions: float | None = None
+    gpu_utilization_mean: float | None = None
+    gpu_memory_used_bytes_max: int | None = None
+    energy_per_output_token_j: float | None = None
+    meets_slo: bool | None = None
+    incomplete: bool = False
+
+
+class CapacitySummary(StrictModel):
+    slo: dict[str, float] = Field(default_factory=dict, description="e.g. {'ttft_p95_ms': 500}")
+    max_rate_meeting_slo: float | None = Field(default=None, description="req/s; None if no point met it")
+    max_concurrency_meeting_slo: int | None = None
+    saturation_rate: float | None = Field(default=None, description="req/s where throughput stops growing")
+    method: str = ""
+
+
+class BenchmarkProfile(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    model: str = Field(description="base model name")
+    variant: str
+    variant_method: str = "none"
+    variant_scheme: str = "BF16"
+    manifest: str | None = None
+    device: DeviceInfo
+    engine: EngineInfo
+    workload: WorkloadSpec
+    points: list[LoadPoint] = Field(default_factory=list)
+    capacity: CapacitySummary | None = None
+    run_id: str = ""
+    started: str = ""
+    finished: str | None = None
+    complete: bool = False
+    incomplete_reason: str | None = None
+    requests_file: str | None = Field(default=None, description="per-request JSONL beside the profile")

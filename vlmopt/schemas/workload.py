@@ -1,0 +1,63 @@
+"""Workload: what the user asks `vlmopt plan` to serve."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from .catalog import Market
+from .common import SCHEMA_VERSION, StrictModel
+
+
+class Slo(StrictModel):
+    ttft_p50_ms: float | None = Field(default=None, gt=0)
+    ttft_p95_ms: float | None = Field(default=None, gt=0)
+    tpot_p95_ms: float | None = Field(default=None, gt=0)
+    e2el_p50_ms: float | None = Field(default=None, gt=0)
+    e2el_p95_ms: float | None = Field(default=None, gt=0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class QualityFloor(StrictModel):
+    max_kl: float | None = Field(default=None, ge=0)
+    min_top1_agreement: float | None = Field(default=None, ge=0, le=1)
+
+
+class Service(StrictModel):
+    name: str
+    model: str = Field(description="bundled model spec id (profiles/models/*.yaml) or a model folder")
+    variants: list[str] | None = Field(default=None, description="allowed variants; None = all known")
+    peak_rps: float = Field(gt=0)
+    mean_rps: float | None = Field(default=None, gt=0)
+    input_tokens: int = Field(ge=1)
+    output_tokens: int = Field(ge=1)
+    images_per_request: int = Field(default=1, ge=0)
+    image_size: tuple[int, int] = (448, 448)
+    max_model_len: int = Field(default=8192, ge=16)
+    slo: Slo
+    quality: QualityFloor = Field(default_factory=QualityFloor)
+    response_cache_hit_rate: float = Field(default=0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _mean_below_peak(self) -> Service:
+        if self.mean_rps is not None and self.mean_rps > self.peak_rps:
+            raise ValueError(f"mean_rps {self.mean_rps} exceeds peak_rps {self.peak_rps}")
+        return self
+
+
+class Constraints(StrictModel):
+    availability: float = Field(default=0.999, gt=0, lt=1)
+    headroom: float = Field(default=0.2, ge=0)
+    clouds: list[str] | None = None
+    gpus: list[str] | None = None
+    markets: list[Market] = Field(default_factory=lambda: ["on_demand", "spot"])
+    max_gpus: dict[str, int] = Field(default_factory=dict, description="quota per GPU id")
+    allow_mig: bool = True
+
+
+class Workload(StrictModel):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    services: list[Service] = Field(min_length=1)
+    constraints: Constraints = Field(default_factory=Constraints)
