@@ -8,8 +8,9 @@ import typer
 
 from ._common import console, fail
 
-dev_app = typer.Typer(help="Developer helpers: build the tiny offline VLM used by tests and the demo.",
-                      no_args_is_help=True)
+dev_app = typer.Typer(
+    help="Developer helpers: build the tiny offline VLM used by tests and the demo.", no_args_is_help=True
+)
 
 
 @dev_app.command("tiny-model")

@@ -65,8 +65,9 @@ def load_model(model_cls: type[M], path: Path | str) -> M:
         text = path.read_text()
         data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ContractError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: "
-                            f"{str(exc).splitlines()[0]}") from exc
+        raise ContractError(
+            f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {str(exc).splitlines()[0]}"
+        ) from exc
     if not isinstance(data, dict):
         raise ContractError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     try:

@@ -32,14 +32,106 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 
-_WORDS = (
-    "the a an one two three red green blue small large bright dark cat dog bird car tree house river road "
-    "sky cloud sun moon street window door table chair image picture photo shows contains there is are of "
-    "in on at with near under above left right center top bottom color shape square circle line pattern "
-    "noise pixel random texture describe what where how many count answer question yes no this that it "
-    "looks like appears seems background foreground object people person man woman child animal city "
-    "field water mountain forest light shadow morning evening night day"
-).split()
+_WORDS = [
+    "the",
+    "a",
+    "an",
+    "one",
+    "two",
+    "three",
+    "red",
+    "green",
+    "blue",
+    "small",
+    "large",
+    "bright",
+    "dark",
+    "cat",
+    "dog",
+    "bird",
+    "car",
+    "tree",
+    "house",
+    "river",
+    "road",
+    "sky",
+    "cloud",
+    "sun",
+    "moon",
+    "street",
+    "window",
+    "door",
+    "table",
+    "chair",
+    "image",
+    "picture",
+    "photo",
+    "shows",
+    "contains",
+    "there",
+    "is",
+    "are",
+    "of",
+    "in",
+    "on",
+    "at",
+    "with",
+    "near",
+    "under",
+    "above",
+    "left",
+    "right",
+    "center",
+    "top",
+    "bottom",
+    "color",
+    "shape",
+    "square",
+    "circle",
+    "line",
+    "pattern",
+    "noise",
+    "pixel",
+    "random",
+    "texture",
+    "describe",
+    "what",
+    "where",
+    "how",
+    "many",
+    "count",
+    "answer",
+    "question",
+    "yes",
+    "no",
+    "this",
+    "that",
+    "it",
+    "looks",
+    "like",
+    "appears",
+    "seems",
+    "background",
+    "foreground",
+    "object",
+    "people",
+    "person",
+    "man",
+    "woman",
+    "child",
+    "animal",
+    "city",
+    "field",
+    "water",
+    "mountain",
+    "forest",
+    "light",
+    "shadow",
+    "morning",
+    "evening",
+    "night",
+    "day",
+]
 
 
 @dataclass(frozen=True)
@@ -104,7 +196,7 @@ def _vllm_key(key: str) -> str:
     `vision_tower.vision_model.embeddings...` (SETUP.md)."""
     for prefix in ("model.vision_tower.", "vision_tower."):
         if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
-            return prefix + "vision_model." + key[len(prefix):]
+            return prefix + "vision_model." + key[len(prefix) :]
     return key
 
 
@@ -201,8 +293,10 @@ def build_tiny_vlm(out_dir: Path | str, spec: TinyVlmSpec | None = None, overwri
         processor.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "vlmopt_tiny.json").write_text(
-            json.dumps({"builder": "vlmopt.testing.tiny_vlm", "spec": spec.__dict__, "image_tokens": spec.image_tokens},
-                       indent=2)
+            json.dumps(
+                {"builder": "vlmopt.testing.tiny_vlm", "spec": spec.__dict__, "image_tokens": spec.image_tokens},
+                indent=2,
+            )
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)
