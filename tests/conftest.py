@@ -15,9 +15,12 @@ ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tier markers follow the folder, so `-m unit` / `-m e2e` select by tier without per-test decoration."""
+    tiers = ("unit", "integration", "e2e")
     for item in items:
+        if any(item.get_closest_marker(tier) for tier in tiers):
+            continue  # an explicit tier marker wins over the folder
         parts = Path(str(item.fspath)).parts
-        for tier in ("unit", "integration", "e2e"):
+        for tier in tiers:
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
 
@@ -63,3 +66,23 @@ def tiny_server(tiny_model_dir: Path, serve_python: Path, server_log_dir: Path) 
     env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with VllmServer(args, log_dir=server_log_dir, startup_timeout_s=600, env=env, python=serve_python) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_variants(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny LLaVA quantized once with all four methods (fp8, int8, gptq, awq) by the real llm-compressor;
+    returns the path of variants/<model>/manifest.json. Shared by the quantize integration tests and the e2e tests."""
+    pytest.importorskip("llmcompressor", reason="quantizing needs the quantize extra (scripts/setup.sh main)")
+    from vlmopt.quantize import QuantizeRequest, parse_methods, run_quantize
+
+    request = QuantizeRequest(
+        model_dir=tiny_model_dir,
+        methods=parse_methods("fp8,int8,gptq,awq"),
+        out_dir=tmp_path_factory.mktemp("variants"),
+        samples=8,
+        max_seq_len=512,
+    )
+    result = run_quantize(request)
+    failed = [f"{o.name}: {o.status} ({o.message})" for o in result.outcomes if o.status != "created"]
+    assert not failed, f"tiny_variants: {failed}"
+    return result.manifest_path

@@ -1,0 +1,116 @@
+"""Write a whole deploy bundle atomically: every emitter's files go to a temporary sibling folder, which replaces
+the target in one rename. On any error nothing is written and an existing bundle stays as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from vlmopt.schemas import GpuCatalog, Plan, save_model
+
+from ._common import DEFAULT_SETTINGS, EmitError, EmitSettings
+from .grafana import emit_grafana
+from .kubernetes import emit_kubernetes
+from .mig_parted import emit_mig_parted
+from .nginx import emit_nginx
+from .prometheus import emit_prometheus
+from .readme import readme
+from .secrets import assert_no_secret_values, redact_plan
+from .skypilot import emit_skypilot
+from .triton import emit_triton
+from .vllm_args import emit_vllm_args
+
+PLAN_FILE = "plan.json"
+README_FILE = "README.md"
+# Marks a folder vlmopt wrote, so an existing folder is only ever replaced when it is a previous bundle.
+MARKER_FILE = ".vlmopt-bundle.json"
+
+
+def emit_all(
+    plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS, catalog: GpuCatalog | None = None
+) -> dict[str, str]:
+    """Every emitted file (relative path -> text) except plan.json; raises EmitError on the first problem."""
+    emitters: list[Callable[[], dict[str, str]]] = [
+        lambda: emit_vllm_args(plan, settings),
+        lambda: emit_mig_parted(plan, settings, catalog),
+        lambda: emit_kubernetes(plan, settings),
+        lambda: emit_skypilot(plan, settings),
+        lambda: emit_nginx(plan, settings),
+        lambda: emit_prometheus(plan, settings),
+        lambda: emit_grafana(plan),
+        lambda: emit_triton(plan, settings),
+    ]
+    files: dict[str, str] = {}
+    for emit in emitters:
+        for path, text in emit().items():
+            _check_relative(path)
+            if path in files or path in (PLAN_FILE, README_FILE, MARKER_FILE):
+                raise EmitError(f"two emitters produce {path}")
+            files[path] = text
+    return files
+
+
+def _check_relative(path: str) -> None:
+    p = PurePosixPath(path)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        raise EmitError(f"emitted path {path!r} is not a plain relative path")
+
+
+def _is_replaceable(out_dir: Path) -> bool:
+    return not out_dir.exists() or (
+        out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / MARKER_FILE).is_file())
+    )
+
+
+def write_bundle(
+    plan: Plan, out_dir: Path, settings: EmitSettings = DEFAULT_SETTINGS, catalog: GpuCatalog | None = None
+) -> list[Path]:
+    """Emit every target for `plan` into `out_dir` (replacing a previous bundle there); returns the files written."""
+    out_dir = Path(out_dir)
+    if not _is_replaceable(out_dir):
+        raise EmitError(f"{out_dir}: exists and is not a vlmopt bundle (no {MARKER_FILE}); choose another --out")
+    safe_plan = redact_plan(plan)
+    files = emit_all(safe_plan, settings, catalog)
+    files[README_FILE] = readme(safe_plan, [PLAN_FILE, *files], settings)
+    plan_text = json.dumps(safe_plan.model_dump(mode="json"), indent=2) + "\n"
+    assert_no_secret_values({**files, PLAN_FILE: plan_text})
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        save_model(safe_plan, staging / PLAN_FILE)
+        for rel, text in files.items():
+            target = staging / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            if rel.endswith(".sh"):
+                target.chmod(0o755)
+        written = sorted([PLAN_FILE, *files])
+        (staging / MARKER_FILE).write_text(json.dumps({"plan": plan.name, "files": written}, indent=2) + "\n")
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return [out_dir / rel for rel in written]
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename staging onto out_dir; an existing bundle is moved aside first and restored if the rename fails."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    old.rmdir()
+    os.replace(out_dir, old)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,157 @@
+"""Grafana dashboard JSON: TTFT p50/p95 against the SLO, tokens/s, KV cache use, running/waiting requests, GPU
+utilisation from DCGM. Queries use the labels the scrape config attaches (prometheus.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlmopt.schemas import Plan
+
+from ._common import dump_json, label_value
+from .groups import service_plans
+from .prometheus import quantile_expr
+
+GRAFANA_PATH = "grafana/vlmopt-dashboard.json"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SERVICE_MATCHER = 'service=~"$service"'
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    title: str
+    unit: str
+    targets: tuple[tuple[str, str], ...]  # (PromQL, legend)
+    description: str = ""
+    thresholds: tuple[float, ...] = field(default=())
+    max_value: float | None = None
+
+
+def panel_specs(plan: Plan) -> list[PanelSpec]:
+    ttft = "vllm:time_to_first_token_seconds"
+    ttft_limits = sorted(
+        {
+            slo[key] / 1000
+            for sp in service_plans(plan).values()
+            if (slo := getattr(sp, "slo", None))
+            for key in ("ttft_p50_ms", "ttft_p95_ms")
+            if key in slo
+        }
+    )
+    by = "sum by (service, le)"
+    return [
+        PanelSpec(
+            "Time to first token (p50 / p95)",
+            "s",
+            (
+                (quantile_expr(ttft, 0.5, SERVICE_MATCHER).replace("sum by (le)", by), "{{service}} p50"),
+                (quantile_expr(ttft, 0.95, SERVICE_MATCHER).replace("sum by (le)", by), "{{service}} p95"),
+            ),
+            "From vLLM's TTFT histogram over 5 minutes; threshold lines are the workload's TTFT SLOs.",
+            thresholds=tuple(ttft_limits),
+        ),
+        PanelSpec(
+            "Tokens per second",
+            "short",
+            (
+                (f"sum by (service) (rate(vllm:generation_tokens_total{{{SERVICE_MATCHER}}}[1m]))", "{{service}} out"),
+                (f"sum by (service) (rate(vllm:prompt_tokens_total{{{SERVICE_MATCHER}}}[1m]))", "{{service}} in"),
+            ),
+            "Generated and prompt tokens (prompt includes image tokens).",
+        ),
+        PanelSpec(
+            "KV cache usage",
+            "percentunit",
+            ((f"max by (service, instance) (vllm:kv_cache_usage_perc{{{SERVICE_MATCHER}}})", "{{instance}}"),),
+            "Per replica; sustained values near 100 % mean preemptions and queueing.",
+            thresholds=(0.95,),
+            max_value=1.0,
+        ),
+        PanelSpec(
+            "Requests running / waiting",
+            "short",
+            (
+                (f"sum by (service) (vllm:num_requests_running{{{SERVICE_MATCHER}}})", "{{service}} running"),
+                (f"sum by (service) (vllm:num_requests_waiting{{{SERVICE_MATCHER}}})", "{{service}} waiting"),
+            ),
+            "Waiting requests are the HPA's scaling signal.",
+        ),
+        PanelSpec(
+            "GPU utilisation (DCGM)",
+            "percent",
+            (
+                ("avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL)", "{{Hostname}} GPU {{gpu}}"),
+                # Whole-GPU utilisation is not reported per MIG instance; graphics-engine activity is.
+                (
+                    "100 * avg by (Hostname, gpu, GPU_I_PROFILE) (DCGM_FI_PROF_GR_ENGINE_ACTIVE)",
+                    "{{Hostname}} GPU {{gpu}} {{GPU_I_PROFILE}}",
+                ),
+            ),
+            "DCGM exporter: whole GPUs report GPU_UTIL, MIG instances report GR_ENGINE_ACTIVE.",
+            max_value=100.0,
+        ),
+    ]
+
+
+def _panel(panel_id: int, spec: PanelSpec) -> dict:
+    steps: list[dict] = [{"color": "green", "value": None}]
+    steps += [{"color": "red", "value": t} for t in spec.thresholds]
+    defaults: dict[str, object] = {
+        "unit": spec.unit,
+        "min": 0,
+        "thresholds": {"mode": "absolute", "steps": steps},
+        "custom": {"thresholdsStyle": {"mode": "line" if spec.thresholds else "off"}},
+    }
+    if spec.max_value is not None:
+        defaults["max"] = spec.max_value
+    return {
+        "id": panel_id,
+        "type": "timeseries",
+        "title": spec.title,
+        "description": spec.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": 12, "x": 12 * ((panel_id - 1) % 2), "y": 8 * ((panel_id - 1) // 2)},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "targets": [
+            {"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(spec.targets)
+        ],
+    }
+
+
+def dashboard(plan: Plan) -> dict:
+    return {
+        "uid": label_value(f"vlmopt-{plan.name}")[:40],
+        "title": f"vlmopt: {plan.name}",
+        "description": f"Serving health of plan {plan.name} (generated by vlmopt plan)",
+        "tags": ["vlmopt", "vllm"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"},
+                {
+                    "name": "service",
+                    "type": "query",
+                    "datasource": DATASOURCE,
+                    "query": {"query": "label_values(vllm:num_requests_running, service)", "refId": "services"},
+                    "definition": "label_values(vllm:num_requests_running, service)",
+                    "includeAll": True,
+                    "multi": True,
+                    "allValue": ".*",
+                    "refresh": 2,
+                    "current": {"text": "All", "value": "$__all"},
+                },
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": [_panel(i, spec) for i, spec in enumerate(panel_specs(plan), start=1)],
+    }
+
+
+def emit_grafana(plan: Plan) -> dict[str, str]:
+    return {GRAFANA_PATH: dump_json(dashboard(plan))}
