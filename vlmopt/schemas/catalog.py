@@ -20,6 +20,16 @@ class MigProfileSpec(StrictModel):
     starts: list[int] = Field(description="legal placement start slots (memory-slot index)")
     max_count: int = Field(ge=1)
     media_extensions: bool = False
+    sms: int | None = Field(default=None, ge=1, description="SMs of the instance (`nvidia-smi mig -lgip`)")
+    memory_source: str | None = Field(
+        default=None, description="where memory_gib comes from when it is not the geometry's source (e.g. DERIVED)"
+    )
+    min_driver: str | None = Field(default=None, description="oldest driver branch that offers the profile")
+
+    @property
+    def memory_estimated(self) -> bool:
+        """True when memory_gib was derived rather than read from an `nvidia-smi mig -lgip` capture."""
+        return bool(self.memory_source and self.memory_source.startswith("DERIVED"))
 
 
 class MigGeometry(StrictModel):
@@ -32,8 +42,10 @@ class MigGeometry(StrictModel):
 class GpuSpec(StrictModel):
     id: str = Field(description="catalog key, e.g. 'h100-sxm-80gb'")
     names: list[str] = Field(description="names NVML may report, e.g. 'NVIDIA H100 80GB HBM3'")
-    pci_device_ids: list[str] = Field(default_factory=list, description="e.g. '0x2330'")
-    memory_gib: float = Field(gt=0)
+    pci_device_ids: list[str] = Field(
+        default_factory=list, description="PCI device id, 4 hex digits, e.g. '0x2330' (NVML reports 0x233010DE)"
+    )
+    memory_gib: float = Field(gt=0, description="total memory as NVML reports it (what vLLM's utilisation scales)")
     memory_bandwidth_gbs: float = Field(gt=0, description="GB/s")
     tflops: dict[str, float] = Field(description="dense TFLOPS by dtype: bf16, fp16, fp8, int8")
     fp8: bool = False
@@ -41,6 +53,32 @@ class GpuSpec(StrictModel):
     tdp_w: float | None = None
     mig: MigGeometry | None = None
     sources: list[str] = Field(min_length=1)
+    display_name: str | None = Field(default=None, description="short human name, e.g. 'H100 SXM 80GB'")
+    architecture: str | None = Field(default=None, description="ampere | ada | hopper | blackwell | turing")
+    compute_capability: str | None = Field(default=None, description="e.g. '9.0'; FP8 W8A8 needs >= 8.9")
+    form_factor: str | None = Field(default=None, description="sxm | pcie | nvl | superchip")
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def nvml_pci_device_ids(self) -> list[str]:
+        """The ids as NVML's `pciInfo.pciDeviceId` and mig-parted's `device-filter` spell them: '0x233010DE'."""
+        return [f"0x{int(pci, 16):04X}10DE" for pci in self.pci_device_ids]
+
+    def dense_tflops(self, dtype: str) -> float | None:
+        """Dense tensor peak for `dtype`; bf16 falls back to fp16 on GPUs without bf16 (T4), None if unknown."""
+        if dtype in self.tflops:
+            return self.tflops[dtype]
+        if dtype == "bf16":
+            return self.tflops.get("fp16")
+        return None
+
+    def mig_profile(self, name: str) -> MigProfileSpec:
+        if self.mig is None:
+            raise KeyError(f"{self.id} does not support MIG")
+        for profile in self.mig.profiles:
+            if profile.name == name:
+                return profile
+        raise KeyError(f"{self.id} has no MIG profile {name!r}; it has {[p.name for p in self.mig.profiles]}")
 
 
 class GpuCatalog(StrictModel):

@@ -38,6 +38,9 @@ class InventoryGpu(StrictModel):
     mig_profiles: list[MigProfileAvailability] = Field(default_factory=list)
     catalog_id: str | None = None
     usd_per_hour: float | None = Field(default=None, description="fleet mode: owner's cost per GPU-hour")
+    architecture: str | None = None
+    compute_capability: str | None = Field(default=None, description="e.g. '9.0'")
+    notes: list[str] = Field(default_factory=list, description="queries NVML refused, e.g. placements need root")
 
 
 class GpuInventory(StrictModel):
@@ -47,3 +50,4 @@ class GpuInventory(StrictModel):
     driver_version: str | None = None
     cuda_driver_version: str | None = None
     gpus: list[InventoryGpu] = Field(default_factory=list)
+    unavailable_reason: str | None = Field(default=None, description="why NVML could not be read (no driver, ...)")

@@ -1,0 +1,1 @@
+"""Hardware model: GPU catalog, MIG geometry, NVML inventory, model architectures."""

@@ -1,0 +1,424 @@
+"""Model architectures: the shapes memory fit and performance estimates need, from a bundled spec or config.json.
+
+Bundled specs live in profiles/models/<id>.yaml (shapes copied from each model's public config.json; the file names
+its source). A model folder is read from its config.json (and preprocessor_config.json when present), so the tiny
+test model and any local checkpoint work without a bundled spec.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from vlmopt.paths import profiles_dir
+from vlmopt.schemas.common import ContractError, StrictModel, format_validation_error
+
+
+class ImageTokenRule(StrictModel):
+    """How many tokens one image becomes, as a function of its size.
+
+    kinds:
+    - fixed: always `tokens_per_image` (LLaVA-1.5: 576 = (336/14)^2; Gemma 3: 256).
+    - smart_resize: Qwen2-VL / Qwen2.5-VL. The image is resized to multiples of patch_size*merge_size within
+      [min_pixels, max_pixels], then every merge_size x merge_size block of patches is one token.
+    - patch_rows: Pixtral / Mistral 3. Scaled down to fit max_image_size, one token per (merged) patch plus one
+      break/end token per row of patches.
+    - pan_and_scan: Gemma 3 with pan-and-scan on: tokens_per_image for the whole image plus as many again per
+      crop; with it off (vLLM's default) it is `fixed`.
+    - tiles: Llama 3.2 Vision. The image is cut into tile_size tiles (at most max_tiles), tokens_per_tile each;
+      these tokens feed cross-attention layers, not the decoder's sequence (see `in_decoder_sequence`).
+    """
+
+    kind: Literal["fixed", "smart_resize", "patch_rows", "pan_and_scan", "tiles"]
+    tokens_per_image: int | None = Field(default=None, ge=1)
+    patch_size: int | None = Field(default=None, ge=1)
+    merge_size: int = Field(default=1, ge=1)
+    min_pixels: int | None = Field(default=None, ge=1)
+    max_pixels: int | None = Field(default=None, ge=1)
+    max_image_size: int | None = Field(default=None, ge=1)
+    tile_size: int | None = Field(default=None, ge=1)
+    tokens_per_tile: int | None = Field(default=None, ge=1)
+    max_tiles: int | None = Field(default=None, ge=1)
+    max_crops: int = Field(default=4, ge=1)
+    min_crop_size: int = Field(default=256, ge=1)
+    min_ratio_to_activate: float = Field(default=1.2, gt=0)
+    in_decoder_sequence: bool = True
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> ImageTokenRule:
+        needed = {
+            "fixed": ["tokens_per_image"],
+            "smart_resize": ["patch_size", "min_pixels", "max_pixels"],
+            "patch_rows": ["patch_size", "max_image_size"],
+            "pan_and_scan": ["tokens_per_image"],
+            "tiles": ["tile_size", "tokens_per_tile", "max_tiles"],
+        }[self.kind]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"image token rule {self.kind!r} needs {', '.join(missing)}")
+        return self
+
+    def count(self, width: int, height: int) -> int:
+        if width < 1 or height < 1:
+            raise ValueError(f"image size must be positive, got {width}x{height}")
+        if self.kind == "fixed":
+            return int(self.tokens_per_image or 0)
+        if self.kind == "smart_resize":
+            h, w = _smart_resize(height, width, (self.patch_size or 0) * self.merge_size,
+                                 self.min_pixels or 0, self.max_pixels or 0)
+            return (h // ((self.patch_size or 1) * self.merge_size)) * (w // ((self.patch_size or 1) * self.merge_size))
+        if self.kind == "patch_rows":
+            step = (self.patch_size or 1) * self.merge_size
+            scale = max(width / (self.max_image_size or 1), height / (self.max_image_size or 1), 1.0)
+            cols = math.ceil(math.floor(width / scale) / step)
+            rows = math.ceil(math.floor(height / scale) / step)
+            return rows * cols + rows
+        if self.kind == "pan_and_scan":
+            return int(self.tokens_per_image or 0) * (1 + self._pan_and_scan_crops(width, height))
+        tiles = min(math.ceil(width / (self.tile_size or 1)) * math.ceil(height / (self.tile_size or 1)),
+                    self.max_tiles or 1)
+        return tiles * int(self.tokens_per_tile or 0)
+
+    def _pan_and_scan_crops(self, width: int, height: int) -> int:
+        long_side, short_side = max(width, height), min(width, height)
+        if long_side / short_side < self.min_ratio_to_activate:
+            return 0
+        crops = max(2, min(self.max_crops, math.floor(long_side / short_side + 0.5)))
+        crops = min(math.floor(long_side / self.min_crop_size), crops)
+        if crops < 2 or min(math.ceil(long_side / crops), short_side) < self.min_crop_size:
+            return 0
+        return crops
+
+
+def _smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL's resize rule (its image processor): round to multiples of `factor`, keep the pixel count in range."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+class VisionTower(StrictModel):
+    """A ViT-style encoder; its parameter count follows from the shapes (see `params`)."""
+
+    num_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    patch_size: int = Field(ge=1)
+    image_size: int | None = None
+    gated_mlp: bool = Field(default=False, description="SwiGLU MLP (3 matrices) as in Qwen2.5-VL's ViT")
+    temporal_patch_size: int = 1
+    channels: int = 3
+
+    def params(self) -> int:
+        h, i = self.hidden_size, self.intermediate_size
+        per_layer = 4 * h * h + 4 * h + (3 if self.gated_mlp else 2) * h * i + 4 * h + i
+        patch_embed = self.channels * self.temporal_patch_size * self.patch_size**2 * h
+        positions = ((self.image_size or 0) // self.patch_size) ** 2 * h
+        return self.num_layers * per_layer + patch_embed + positions
+
+
+class ModelArch(StrictModel):
+    """Shapes of a vision-language model. Parameter counts left empty are computed from the shapes."""
+
+    name: str = Field(description="bundled id, e.g. 'qwen2.5-vl-7b', or the folder name")
+    hf_id: str | None = Field(default=None, description="for reference only; nothing is downloaded")
+    family: str = Field(description="llava | qwen2_5_vl | qwen2_vl | gemma3 | mllama | pixtral | mistral3")
+    num_layers: int = Field(ge=1, description="decoder layers, cross-attention layers included")
+    hidden_size: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_kv_heads: int = Field(ge=1)
+    head_dim: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1)
+    max_position_embeddings: int = Field(ge=1)
+    tie_word_embeddings: bool = False
+    sliding_window: int | None = Field(default=None, description="local-attention window (Gemma 3), if any")
+    cross_attention_layers: list[int] = Field(default_factory=list, description="Llama 3.2 Vision")
+    vision: VisionTower | None = None
+    projector_dims: list[int] = Field(default_factory=list, description="linear layer widths, e.g. [1024, 4096, 4096]")
+    image_token_rule: ImageTokenRule
+    language_params: int | None = Field(default=None, ge=0)
+    vision_params: int | None = Field(default=None, ge=0)
+    projector_params: int | None = Field(default=None, ge=0)
+    total_params_published: int | None = Field(default=None, description="from the model card, for checking")
+    sources: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fill_params(self) -> ModelArch:
+        if self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+                             f"num_kv_heads {self.num_kv_heads}")
+        if self.language_params is None:
+            self.language_params = self.embedding_params() + self.decoder_linear_params() + self._norm_params()
+        if self.vision_params is None:
+            self.vision_params = self.vision.params() if self.vision else 0
+        if self.projector_params is None:
+            dims = self.projector_dims
+            self.projector_params = sum(a * b + b for a, b in itertools.pairwise(dims))
+        return self
+
+    # ---- derived shapes -------------------------------------------------------------------------------------------
+    @property
+    def kv_layers(self) -> int:
+        """Layers that keep a per-token KV cache of the decoder sequence (cross-attention layers do not)."""
+        return self.num_layers - len(self.cross_attention_layers)
+
+    @property
+    def total_params(self) -> int:
+        return int(self.language_params or 0) + int(self.vision_params or 0) + int(self.projector_params or 0)
+
+    def decoder_linears(self) -> list[tuple[int, int]]:
+        """(in_features, out_features) of every Linear in one decoder layer: q, k, v, o, gate, up, down."""
+        h, hd, i = self.hidden_size, self.head_dim, self.intermediate_size
+        q, kv = self.num_attention_heads * hd, self.num_kv_heads * hd
+        return [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
+
+    def decoder_linear_params(self) -> int:
+        return self.num_layers * sum(a * b for a, b in self.decoder_linears())
+
+    def embedding_params(self) -> int:
+        """Input embeddings plus lm_head (once if tied); both stay bf16 under every vlmopt scheme."""
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    def _norm_params(self) -> int:
+        return (2 * self.num_layers + 1) * self.hidden_size
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """Tokens one width x height image adds (to the decoder sequence unless the rule says otherwise)."""
+        return self.image_token_rule.count(width, height)
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+def models_dir() -> Path:
+    return profiles_dir() / "models"
+
+
+def list_bundled_models() -> list[str]:
+    return sorted(p.stem for p in models_dir().glob("*.yaml"))
+
+
+def load_model_arch(name_or_dir: str | Path) -> ModelArch:
+    """A bundled spec by id (`qwen2.5-vl-7b`), a spec YAML file, or a model folder with config.json."""
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return arch_from_model_dir(path)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return _load_spec(path)
+    bundled = models_dir() / f"{name_or_dir}.yaml"
+    if bundled.is_file():
+        return _load_spec(bundled)
+    raise ContractError(
+        f"{name_or_dir}: not a model folder with config.json and not a bundled model; bundled: "
+        f"{', '.join(list_bundled_models())}"
+    )
+
+
+def _load_spec(path: Path) -> ModelArch:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise ContractError(f"{path}: expected a mapping at the top level")
+    try:
+        return ModelArch.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(format_validation_error(path, exc)) from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ContractError(f"{path}: cannot read JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ContractError(f"{path}: expected a JSON object")
+    return data
+
+
+def arch_from_model_dir(model_dir: Path) -> ModelArch:
+    """Build a ModelArch from a Hugging Face model folder (config.json, optional preprocessor_config.json)."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ContractError(f"{model_dir}: no config.json")
+    config = _read_json(config_path)
+    preprocessor_path = model_dir / "preprocessor_config.json"
+    preprocessor = _read_json(preprocessor_path) if preprocessor_path.is_file() else {}
+    model_type = config.get("model_type", "")
+    builders = {
+        "llava": _from_llava,
+        "qwen2_vl": _from_qwen_vl,
+        "qwen2_5_vl": _from_qwen_vl,
+        "gemma3": _from_gemma3,
+        "mllama": _from_mllama,
+        "mistral3": _from_mistral3,
+    }
+    if model_type not in builders:
+        raise ContractError(f"{config_path}: model_type {model_type!r} is not supported; supported: "
+                            f"{', '.join(builders)}")
+    try:
+        fields = builders[model_type](config, preprocessor)
+        fields.setdefault("name", model_dir.name)
+        fields.setdefault("sources", [f"{config_path}"])
+        return ModelArch.model_validate(fields)
+    except (KeyError, TypeError) as exc:
+        raise ContractError(f"{config_path}: missing or malformed field {exc}") from exc
+    except ValidationError as exc:
+        raise ContractError(format_validation_error(config_path, exc)) from exc
+
+
+def _text_fields(text: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    heads = text["num_attention_heads"]
+    hidden = text["hidden_size"]
+    return {
+        "num_layers": text["num_hidden_layers"],
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "num_kv_heads": text.get("num_key_value_heads") or heads,
+        "head_dim": text.get("head_dim") or hidden // heads,
+        "vocab_size": text["vocab_size"],
+        "intermediate_size": text["intermediate_size"],
+        "max_position_embeddings": text.get("max_position_embeddings", 4096),
+        "tie_word_embeddings": bool(top.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+    }
+
+
+def _from_llava(config: dict[str, Any], preprocessor: dict[str, Any]) -> dict[str, Any]:
+    text, vision = config["text_config"], config["vision_config"]
+    fields = _text_fields(text, config)
+    fields["family"] = "pixtral" if vision.get("model_type") == "pixtral" else "llava"
+    fields["vision"] = {
+        "num_layers": vision["num_hidden_layers"],
+        "hidden_size": vision["hidden_size"],
+        "intermediate_size": vision["intermediate_size"],
+        "patch_size": vision["patch_size"],
+        "image_size": vision.get("image_size"),
+    }
+    fields["projector_dims"] = [vision["hidden_size"], fields["hidden_size"], fields["hidden_size"]]
+    if fields["family"] == "pixtral":
+        fields["vision"]["image_size"] = None  # rotary positions: no learned position table
+        fields["vision"]["gated_mlp"] = True
+        fields["image_token_rule"] = {"kind": "patch_rows", "patch_size": vision["patch_size"],
+                                      "max_image_size": vision.get("image_size", 1024)}
+    else:
+        per_side = vision["image_size"] // vision["patch_size"]
+        extra = 1 if config.get("vision_feature_select_strategy") == "full" else 0  # 'default' drops CLS
+        fields["image_token_rule"] = {"kind": "fixed", "tokens_per_image": per_side * per_side + extra}
+    return fields
+
+
+def _from_qwen_vl(config: dict[str, Any], preprocessor: dict[str, Any]) -> dict[str, Any]:
+    text = config.get("text_config") or config
+    vision = config["vision_config"]
+    fields = _text_fields(text, config)
+    fields["family"] = config["model_type"]
+    merge = vision.get("spatial_merge_size", 2)
+    vision_hidden = vision.get("hidden_size") or vision["embed_dim"]
+    fields["vision"] = {
+        "num_layers": vision["depth"],
+        "hidden_size": vision_hidden,
+        "intermediate_size": vision.get("intermediate_size") or int(vision_hidden * vision.get("mlp_ratio", 4)),
+        "patch_size": vision["patch_size"],
+        "gated_mlp": config["model_type"] == "qwen2_5_vl",
+        "temporal_patch_size": vision.get("temporal_patch_size", 2),
+    }
+    out = vision.get("out_hidden_size") or fields["hidden_size"]
+    fields["projector_dims"] = [vision_hidden * merge * merge, vision_hidden * merge * merge, out]
+    size = preprocessor.get("size") or {}
+    fields["image_token_rule"] = {
+        "kind": "smart_resize",
+        "patch_size": vision["patch_size"],
+        "merge_size": merge,
+        "min_pixels": preprocessor.get("min_pixels") or size.get("shortest_edge") or 56 * 56,
+        "max_pixels": preprocessor.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280,
+    }
+    return fields
+
+
+def _from_gemma3(config: dict[str, Any], preprocessor: dict[str, Any]) -> dict[str, Any]:
+    text, vision = config["text_config"], config["vision_config"]
+    fields = _text_fields(text, config)
+    fields["tie_word_embeddings"] = True
+    fields["family"] = "gemma3"
+    fields["sliding_window"] = text.get("sliding_window")
+    fields["vision"] = {
+        "num_layers": vision["num_hidden_layers"],
+        "hidden_size": vision["hidden_size"],
+        "intermediate_size": vision["intermediate_size"],
+        "patch_size": vision["patch_size"],
+        "image_size": vision.get("image_size"),
+    }
+    fields["projector_dims"] = [vision["hidden_size"], fields["hidden_size"]]
+    tokens = config.get("mm_tokens_per_image", 256)
+    if preprocessor.get("do_pan_and_scan"):
+        fields["image_token_rule"] = {"kind": "pan_and_scan", "tokens_per_image": tokens}
+    else:
+        fields["image_token_rule"] = {"kind": "fixed", "tokens_per_image": tokens}
+    return fields
+
+
+def _from_mllama(config: dict[str, Any], preprocessor: dict[str, Any]) -> dict[str, Any]:
+    text, vision = config["text_config"], config["vision_config"]
+    fields = _text_fields(text, config)
+    fields["family"] = "mllama"
+    fields["cross_attention_layers"] = list(text.get("cross_attention_layers", []))
+    fields["vision"] = {
+        "num_layers": vision["num_hidden_layers"] + vision.get("num_global_layers", 0),
+        "hidden_size": vision["hidden_size"],
+        "intermediate_size": vision["intermediate_size"],
+        "patch_size": vision["patch_size"],
+        "image_size": vision.get("image_size"),
+    }
+    fields["projector_dims"] = [vision.get("vision_output_dim", vision["hidden_size"]), fields["hidden_size"]]
+    per_side = vision["image_size"] // vision["patch_size"]
+    fields["image_token_rule"] = {
+        "kind": "tiles",
+        "tile_size": vision["image_size"],
+        "tokens_per_tile": per_side * per_side + 1,
+        "max_tiles": vision.get("max_num_tiles", 4),
+        "in_decoder_sequence": False,
+    }
+    return fields
+
+
+def _from_mistral3(config: dict[str, Any], preprocessor: dict[str, Any]) -> dict[str, Any]:
+    text, vision = config["text_config"], config["vision_config"]
+    fields = _text_fields(text, config)
+    fields["family"] = "mistral3"
+    merge = config.get("spatial_merge_size", 2)
+    fields["vision"] = {
+        "num_layers": vision["num_hidden_layers"],
+        "hidden_size": vision["hidden_size"],
+        "intermediate_size": vision["intermediate_size"],
+        "patch_size": vision["patch_size"],
+        "gated_mlp": True,
+    }
+    fields["projector_dims"] = [vision["hidden_size"] * merge * merge, fields["hidden_size"], fields["hidden_size"]]
+    fields["image_token_rule"] = {"kind": "patch_rows", "patch_size": vision["patch_size"], "merge_size": merge,
+                                  "max_image_size": vision.get("image_size", 1540)}
+    return fields
+
+
+__all__ = [
+    "ImageTokenRule",
+    "ModelArch",
+    "VisionTower",
+    "arch_from_model_dir",
+    "list_bundled_models",
+    "load_model_arch",
+    "models_dir",
+]
