@@ -1,17 +1,186 @@
-"""`vlmopt plan`."""
+"""`vlmopt plan`: load the inputs, plan (vlmopt.plan.planner), show the plan with rich, write the bundle and report.
+
+Every input is read and the whole plan computed before anything is written, so bad input or an infeasible
+workload exits with code 2 and one line naming the field, leaving the output folders untouched.
+"""
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
 
-from ._common import not_built
+import typer
+from rich.table import Table
+
+from ._common import EXIT_FAILED, console, err_console, fail
+
+BUNDLED_WORKLOAD = "default"
+
+
+def _load_inputs(workload: Path | None, profiles_dir: Path | None, manifests: list[Path], prices: Path | None,
+                 gpus: Path | None, inventory: str | None, mode: str):
+    from vlmopt.hw.catalog import load_gpu_catalog
+    from vlmopt.paths import profiles_dir as bundled_dir
+    from vlmopt.schemas.catalog import PriceCatalog
+    from vlmopt.schemas.common import load_model
+    from vlmopt.schemas.manifest import VariantManifest
+    from vlmopt.schemas.profile import BenchmarkProfile
+    from vlmopt.schemas.workload import Workload
+
+    if workload is None:
+        workload_path = bundled_dir() / "workloads" / f"{BUNDLED_WORKLOAD}.yaml"
+        ref = f"bundled:{BUNDLED_WORKLOAD}"
+    else:
+        workload_path, ref = workload, str(workload)
+    wl = load_model(Workload, workload_path)
+    # Relative manifest paths in a workload are relative to the workload file.
+    for service in wl.services:
+        if service.manifest and not Path(service.manifest).is_absolute():
+            service.manifest = str((workload_path.parent / service.manifest).resolve())
+    manifest_paths = list(manifests) + [Path(s.manifest) for s in wl.services if s.manifest]
+    loaded_manifests = {str(p.resolve()): load_model(VariantManifest, p) for p in dict.fromkeys(manifest_paths)}
+    loaded_profiles = {}
+    if profiles_dir is not None:
+        if not profiles_dir.is_dir():
+            raise FileNotFoundError(f"--profiles {profiles_dir}: not a folder")
+        for path in sorted(profiles_dir.rglob("*@*.json")):
+            loaded_profiles[str(path)] = load_model(BenchmarkProfile, path)
+    gpu_catalog = load_gpu_catalog(gpus)
+    prices_path = prices or bundled_dir() / "prices.yaml"
+    price_catalog = load_model(PriceCatalog, prices_path)
+    inv = None
+    if inventory is not None:
+        from vlmopt.hw import nvml
+
+        inv = nvml.read_inventory(gpu_catalog) if inventory == "nvml" else nvml.load_inventory(inventory, gpu_catalog)
+    elif mode == "fleet":
+        raise ValueError("--inventory: fleet mode needs --inventory nvml or an inventory file")
+    return wl, ref, loaded_profiles, loaded_manifests, gpu_catalog, price_catalog, str(prices_path), inv
+
+
+def _render(plan) -> None:
+    estimated = [r for g in plan.node_groups for r in g.gpu_layout.replicas if r.capacity_provenance.kind != "measured"]
+    services = Table(title=f"Plan {plan.name} ({plan.mode} mode)", title_justify="left")
+    for col in ("service", "variant", "needs req/s", "provides req/s", "capacity source", "replicas",
+                "availability"):
+        services.add_column(col, overflow="fold")
+    for s in plan.services:
+        kinds = sorted({r.capacity_provenance.kind for g in plan.node_groups for r in g.gpu_layout.replicas
+                        if r.service == s.service})
+        services.add_row(s.service, s.variant, f"{s.required_rps:.2f}", f"{s.provided_rps:.2f}", ", ".join(kinds),
+                         str(s.replicas), f"{s.availability:.6f}" if s.availability is not None else "-")
+    console.print(services)
+    for s in plan.services:
+        console.print(f"[bold]{s.service}[/]: {s.why}", highlight=False)
+
+    groups = Table(title="Node groups", title_justify="left")
+    for col in ("group", "GPU", "where", "market", "instances x GPUs", "layout per GPU", "replicas per GPU",
+                "$/h", "price source", "capacity source"):
+        groups.add_column(col, overflow="fold")
+    for g in plan.node_groups:
+        reps = ", ".join(f"{r.service}/{r.variant}@{r.slice} {r.capacity_rps:.2f} req/s" for r in g.gpu_layout.replicas)
+        sources = sorted({r.capacity_provenance.kind for r in g.gpu_layout.replicas})
+        groups.add_row(g.name, g.gpu, f"{g.cloud or '-'} {g.region or ''} {g.instance_type or ''}".strip(),
+                       g.market, f"{g.instances} x {g.gpus_per_instance}",
+                       "+".join(g.gpu_layout.mig_layout) if g.gpu_layout.mig_layout else "whole GPU",
+                       reps, f"{g.usd_per_hour:.2f}", g.price_provenance.label(), ", ".join(sources))
+    console.print(groups)
+
+    costs = Table(title="Cost", title_justify="left")
+    for col in ("figure", "plan", "baseline (bf16, whole GPUs, on-demand)"):
+        costs.add_column(col)
+    base = plan.baseline.cost if plan.baseline else None
+
+    def fmt(v):
+        return "-" if v is None else f"${v:,.2f}"
+
+    for label, attr in (("per hour", "usd_per_hour"), ("per month (730 h)", "usd_per_month"),
+                        ("expected per hour (spot fallback)", "expected_usd_per_hour"),
+                        ("worst case per hour (all spot lost)", "worst_case_usd_per_hour"),
+                        ("per 1M output tokens", "usd_per_million_output_tokens"),
+                        ("per 1k images", "usd_per_thousand_images")):
+        costs.add_row(label, fmt(getattr(plan.cost, attr)), fmt(getattr(base, attr) if base else None))
+    console.print(costs)
+    if plan.levers:
+        levers = Table(title="Savings by lever (switched on in this order)", title_justify="left")
+        for col in ("lever", "$/h saved", "how"):
+            levers.add_column(col, overflow="fold")
+        for lv in plan.levers:
+            levers.add_row(lv.name, f"{lv.usd_per_hour_saved:.2f}", lv.explanation)
+        console.print(levers)
+    for line in plan.binding_constraints:
+        console.print(f"[bold]binding:[/] {line}", highlight=False)
+    if estimated:
+        console.print("[yellow]Capacities and latencies marked 'estimated' come from the roofline model, not from "
+                      "measurements; dollar figures come from the price catalog rows named above.[/]")
+    for note in plan.notes:
+        console.print(f"note: {note}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     @app.command(
         "plan",
-        help="Pick the cheapest mix of variant, GPU, MIG slice and spot/on-demand capacity that meets the SLO, and write a deploy bundle.",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        help="Pick the cheapest mix of variant, GPU, MIG slice and spot/on-demand capacity that meets the SLO, and "
+        "write a deploy bundle. With no arguments it plans the bundled example workload from estimates.",
     )
-    def plan_cmd() -> None:
-        not_built("vlmopt plan", "see the open issues")
+    def plan_cmd(
+        workload: Path | None = typer.Option(None, "--workload", "-w", help="workload YAML (default: bundled)"),
+        profiles: Path | None = typer.Option(None, "--profiles", help="folder of measured profiles (*@*.json)"),
+        manifest: list[Path] = typer.Option([], "--manifest", help="variant manifest(s) from `vlmopt quantize`"),
+        prices: Path | None = typer.Option(None, "--prices", help="price catalog YAML (default: bundled)"),
+        gpus: Path | None = typer.Option(None, "--gpus", help="GPU catalog YAML (default: bundled)"),
+        inventory: str | None = typer.Option(None, "--inventory", help="'nvml' or an inventory file (fleet mode)"),
+        mode: str = typer.Option("cloud", "--mode", help="cloud (buy from the price catalog) or fleet (inventory)"),
+        availability: float | None = typer.Option(None, "--availability", help="target, e.g. 0.999"),
+        out: Path | None = typer.Option(None, "--out", help="deploy bundle folder (default: deploy/<workload>)"),
+        report_dir: Path | None = typer.Option(None, "--report-dir", help="report folder (default: reports/<name>)"),
+        name: str | None = typer.Option(None, "--name", help="plan name (default: the workload's name)"),
+    ) -> None:
+        from vlmopt.hw.nvml import NvmlUnavailable
+        from vlmopt.plan.errors import PlanInfeasible, PlanInputError
+        from vlmopt.plan.planner import make_plan
+        from vlmopt.schemas.common import ContractError
+
+        if mode not in ("cloud", "fleet"):
+            fail(f"--mode: must be 'cloud' or 'fleet', got {mode!r}")
+        if availability is not None and not 0 < availability < 1:
+            fail(f"--availability: must be between 0 and 1 (exclusive), got {availability}")
+        if mode == "fleet" and inventory is None:
+            fail("--inventory: fleet mode needs --inventory nvml or an inventory file")
+        try:
+            wl, ref, profs, mans, gpu_cat, price_cat, prices_path, inv = _load_inputs(
+                workload, profiles, manifest, prices, gpus, inventory, mode)
+            plan = make_plan(wl, profs, mans, gpu_cat, price_cat, mode=mode, inventory=inv,
+                             availability=availability, name=name, workload_ref=ref, prices_path=prices_path)
+        except (ContractError, PlanInputError, FileNotFoundError, ValueError, NvmlUnavailable) as exc:
+            if isinstance(exc, PlanInfeasible):
+                fail(f"infeasible: {exc}")
+            fail(str(exc))
+
+        out_dir = out or Path("deploy") / plan.name
+        try:
+            from vlmopt.emit import write_bundle
+        except ImportError:
+            write_bundle = None
+        try:
+            if write_bundle is not None:
+                written = write_bundle(plan, out_dir, catalog=gpu_cat)
+            else:  # the emitters are not installed: the plan alone
+                from vlmopt.schemas.common import save_model
+
+                written = [save_model(plan, out_dir / "plan.json")]
+        except Exception as exc:
+            fail(f"--out {out_dir}: {exc}", code=EXIT_FAILED)
+        _render(plan)
+        console.print(f"wrote {len(written)} files to {out_dir}/ (plan.json and the deploy bundle)")
+
+        report_out = report_dir or Path("reports") / plan.name
+        try:
+            from vlmopt.report import build_report
+        except ImportError:
+            err_console.print("report: vlmopt.report is not available; skipped (run `vlmopt report` later)")
+            return
+        try:
+            paths = build_report(plan, report_out, profiles=list(profs.values()), manifests=list(mans.values()))
+        except Exception as exc:
+            fail(f"--report-dir {report_out}: {exc}", code=EXIT_FAILED)
+        console.print(f"wrote the cost report to {getattr(paths, 'markdown', report_out)}")

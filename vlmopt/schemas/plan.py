@@ -74,6 +74,9 @@ class ServicePlan(StrictModel):
     replicas: int
     availability: float | None = None
     fidelity: dict[str, float] | None = None
+    slo: dict[str, float] = Field(
+        default_factory=dict, description="the service's SLO from the workload (Slo.as_dict()), for alert rules"
+    )
 
 
 class Candidate(StrictModel):

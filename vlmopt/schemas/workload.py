@@ -27,6 +27,9 @@ class QualityFloor(StrictModel):
 class Service(StrictModel):
     name: str
     model: str = Field(description="bundled model spec id (profiles/models/*.yaml) or a model folder")
+    manifest: str | None = Field(
+        default=None, description="variant manifest (vlmopt quantize output); relative paths from the workload file"
+    )
     variants: list[str] | None = Field(default=None, description="allowed variants; None = all known")
     peak_rps: float = Field(gt=0)
     mean_rps: float | None = Field(default=None, gt=0)
@@ -46,6 +49,25 @@ class Service(StrictModel):
         return self
 
 
+class SpotAssumptions(StrictModel):
+    """Inputs of the spot availability model (vlmopt/plan/spot.py). Defaults are stated assumptions, not measurements:
+    override them with figures from your cloud (e.g. the AWS Spot Instance Advisor's interruption band)."""
+
+    interruption_rate_per_hour: float = Field(
+        default=0.02, ge=0, description="independent interruptions per spot GPU instance-hour (price rows may override)"
+    )
+    recovery_hours: float = Field(
+        default=1 / 6, gt=0, description="time to replace an interrupted replica: launch, image pull, model load"
+    )
+    zone_loss_rate_per_hour: float = Field(
+        default=0.002, ge=0, description="rate at which one zone's whole spot capacity of a GPU type goes at once"
+    )
+    zone_recovery_hours: float = Field(
+        default=0.5, gt=0, description="time until the lost zone's load runs elsewhere (on-demand fallback)"
+    )
+    zones: int = Field(default=3, ge=1, le=8, description="zones the spot replicas are spread over")
+
+
 class Constraints(StrictModel):
     availability: float = Field(default=0.999, gt=0, lt=1)
     headroom: float = Field(default=0.2, ge=0)
@@ -54,6 +76,7 @@ class Constraints(StrictModel):
     markets: list[Market] = Field(default_factory=lambda: ["on_demand", "spot"])
     max_gpus: dict[str, int] = Field(default_factory=dict, description="quota per GPU id")
     allow_mig: bool = True
+    spot: SpotAssumptions = Field(default_factory=SpotAssumptions)
 
 
 class Workload(StrictModel):

@@ -1,0 +1,130 @@
+"""Explanations: lever attribution adds up, unit costs are right, infeasible workloads name the binding
+constraint, and make_plan's output is consistent with itself (node groups, costs, services, candidates)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlmopt.hw.catalog import load_gpu_catalog
+from vlmopt.paths import profiles_dir
+from vlmopt.plan import explain
+from vlmopt.plan.errors import PlanInfeasible, PlanInputError
+from vlmopt.plan.planner import make_plan
+from vlmopt.schemas.catalog import PriceCatalog
+from vlmopt.schemas.common import load_model
+from vlmopt.schemas.workload import Workload
+
+pytestmark = pytest.mark.unit
+
+
+def test_levers_switched_on_in_order_add_up_to_the_total_saving() -> None:
+    costs = {(): 10.0, ("quantization",): 7.0, ("mig_packing", "quantization"): 6.5,
+             ("mig_packing", "quantization", "spot"): 4.0}
+    att = explain.attribute_levers(lambda levers: costs[tuple(sorted(levers))])
+    assert [lv.name for lv in att.levers] == ["quantization", "mig_packing", "spot"]
+    assert [lv.usd_per_hour_saved for lv in att.levers] == pytest.approx([3.0, 0.5, 2.5])
+    assert sum(lv.usd_per_hour_saved for lv in att.levers) == pytest.approx(10.0 - 4.0)
+
+
+def test_lever_attribution_with_infeasible_baseline_and_disallowed_lever() -> None:
+    costs = {(): None, ("quantization",): 8.0, ("mig_packing", "quantization"): 6.0}
+    att = explain.attribute_levers(lambda levers: costs[tuple(sorted(levers))],
+                                   available=("quantization", "mig_packing"))
+    assert att.baseline_usd_per_hour is None
+    assert [lv.name for lv in att.levers] == ["mig_packing"]
+    assert any("makes the workload feasible" in n for n in att.notes)
+    assert any(n.startswith("spot: not allowed") for n in att.notes)
+
+
+def test_cost_summary_units() -> None:
+    s = explain.cost_summary(10.0, output_tokens_per_hour=2e6, images_per_hour=5000, expected_usd_per_hour=11.0)
+    assert s.usd_per_month == pytest.approx(7300.0)
+    assert s.usd_per_million_output_tokens == pytest.approx(5.0)
+    assert s.usd_per_thousand_images == pytest.approx(2.0)
+    assert s.expected_usd_per_hour == 11.0
+
+
+@pytest.fixture(scope="module")
+def catalogs():
+    return load_gpu_catalog(), load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+
+
+def _workload(**service) -> Workload:
+    base = {"name": "s", "model": "qwen2.5-vl-7b", "peak_rps": 5, "input_tokens": 256, "output_tokens": 128,
+            "slo": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50}}
+    base.update(service)
+    return Workload(name="t", services=[base])
+
+
+def test_model_too_large_names_the_memory_constraint(catalogs) -> None:
+    # 72B in bf16 is ~146 GB of weights: only a B200 holds it, so leave the B200 out.
+    wl = _workload(model="qwen2.5-vl-72b", variants=["bf16"], max_model_len=32768)
+    wl.constraints.gpus = ["h100-sxm-80gb", "h200-sxm-141gb", "a100-80gb-sxm"]
+    with pytest.raises(PlanInfeasible) as err:
+        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+    msg = str(err.value)
+    assert "fits qwen2.5-vl-72b bf16 at max_model_len 32768 on one device" in msg
+    assert "h200-sxm-141gb" in msg and "weights need" in msg
+
+
+def test_slo_below_reach_names_the_slo_field(catalogs) -> None:
+    wl = _workload(slo={"tpot_p95_ms": 0.5})
+    with pytest.raises(PlanInfeasible, match=r"services\[0\]\.slo\.tpot_p95_ms = 0.5 ms is below what any"):
+        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+
+
+def test_quality_floor_and_quota_infeasibility(catalogs) -> None:
+    with pytest.raises(PlanInfeasible, match=r"services\[0\]\.quality"):
+        make_plan(_workload(variants=["awq"], quality={"max_kl": 0.001}), gpu_catalog=catalogs[0],
+                  price_catalog=catalogs[1], attribute_levers=False)
+    wl = _workload(peak_rps=200)
+    wl.constraints.gpus = ["l4-24gb"]
+    wl.constraints.max_gpus = {"l4-24gb": 1}
+    with pytest.raises(PlanInfeasible, match=r"constraints\.max_gpus"):
+        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+    wl.constraints.gpus = ["no-such-gpu"]
+    with pytest.raises(PlanInputError, match=r"constraints\.gpus: unknown GPU"):
+        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+
+
+def test_plan_is_consistent_and_beats_its_baseline(catalogs) -> None:
+    wl = load_model(Workload, profiles_dir() / "workloads" / "default.yaml")
+    plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    assert sum(g.usd_per_hour for g in plan.node_groups) == pytest.approx(plan.cost.usd_per_hour, rel=1e-6)
+    assert plan.baseline is not None and plan.cost.usd_per_hour <= plan.baseline.cost.usd_per_hour + 1e-9
+    saved = sum(lv.usd_per_hour_saved for lv in plan.levers)
+    assert saved == pytest.approx(plan.baseline.cost.usd_per_hour - plan.cost.usd_per_hour, abs=1e-6)
+    svc = plan.services[0]
+    assert svc.provided_rps >= svc.required_rps
+    assert svc.availability >= plan.availability_target
+    assert plan.cost.worst_case_usd_per_hour >= plan.cost.expected_usd_per_hour >= plan.cost.usd_per_hour
+    for g in plan.node_groups:
+        for r in g.gpu_layout.replicas:
+            assert r.capacity_provenance.kind == "estimated"  # no measured profile was given
+            a = r.server_args
+            assert a.max_model_len == 8192 and a.max_num_seqs and a.max_num_batched_tokens
+            assert a.gpu_memory_utilization and a.limit_mm_per_prompt == {"image": 1, "video": 0}
+            assert a.quantization in (None, "fp8")
+    assert {c.market for c in plan.candidates} == {"on_demand", "spot"}
+    assert any(not c.fits for c in plan.candidates) or all(c.fits for c in plan.candidates)
+    assert any(p.kind == "catalog" for p in plan.inputs) and any(p.kind == "estimated" for p in plan.inputs)
+
+
+def test_services_share_a_gpu_through_mig(catalogs) -> None:
+    wl = Workload(name="pack", services=[
+        {"name": "a", "model": "qwen2.5-vl-3b", "peak_rps": 1, "input_tokens": 64, "output_tokens": 32,
+         "max_model_len": 4096, "slo": {"ttft_p95_ms": 2000, "tpot_p95_ms": 80}},
+        {"name": "b", "model": "qwen2.5-vl-3b", "peak_rps": 1, "input_tokens": 64, "output_tokens": 32,
+         "max_model_len": 4096, "slo": {"ttft_p95_ms": 2000, "tpot_p95_ms": 80}},
+    ])
+    wl.constraints.gpus = ["h100-sxm-80gb"]
+    wl.constraints.markets = ["on_demand"]
+    plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    assert len(plan.node_groups) == 1
+    group = plan.node_groups[0]
+    assert group.instances * group.gpus_per_instance == 1 and group.gpu_layout.mig_layout
+    assert {r.service for r in group.gpu_layout.replicas} == {"a", "b"}
+    mig_lever = next(lv for lv in plan.levers if lv.name == "mig_packing")
+    assert mig_lever.usd_per_hour_saved == pytest.approx(6.88)  # two whole H100s -> one, cut in slices
+    for r in group.gpu_layout.replicas:
+        assert r.mig_start is not None and r.server_args.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:False"

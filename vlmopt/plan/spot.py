@@ -1,0 +1,185 @@
+"""Spot availability model: how much spot capacity is really there, and what an on-demand floor buys.
+
+Two failure modes, both from research/planning.md §7:
+- independent interruptions of single spot instances (AWS gives a 2-minute notice; a replacement replica needs an
+  instance launch, an image pull and a model load before it serves again);
+- correlated loss of a whole zone's spot capacity of one instance type: "co-interruptions within the same instance
+  type and availability zone occur within three minutes in over 92 % of cases" (Spot-and-Scoot, arXiv 2604.16457).
+
+The policy follows SkyServe/SpotHedge (Mao et al., arXiv 2411.01438; research/planning.md §6): spread spot replicas
+over zones, over-provision spot (`num_overprovision`), keep an on-demand floor (`base_ondemand_fallback_replicas`)
+that, with the surviving zones, still carries the peak when one zone's spot capacity goes at once, and fall back
+to on-demand while spot is gone (`dynamic_ondemand_fallback`), which is what the expected cost prices in.
+
+Each replica alternates between up (mean 1/rate hours) and down (mean recovery hours): an alternating renewal
+process, whose long-run down fraction is rate*recovery / (1 + rate*recovery).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vlmopt.schemas.workload import SpotAssumptions
+
+# Probabilities below this are dropped while convolving loss distributions; keeps the state space small without
+# moving an availability figure by more than ~1e-12.
+_NEGLIGIBLE = 1e-15
+
+
+def unavailable_fraction(rate_per_hour: float, recovery_hours: float) -> float:
+    """Long-run fraction of time one spot replica is down (alternating renewal process)."""
+    if rate_per_hour < 0 or recovery_hours < 0:
+        raise ValueError("rate and recovery time must be non-negative")
+    down = rate_per_hour * recovery_hours
+    return down / (1.0 + down)
+
+
+def replica_unavailability(assumptions: SpotAssumptions, rate_per_hour: float | None = None) -> float:
+    """Down fraction of one spot replica from independent interruptions (zone-wide loss is handled separately)."""
+    rate = assumptions.interruption_rate_per_hour if rate_per_hour is None else rate_per_hour
+    return unavailable_fraction(rate, assumptions.recovery_hours)
+
+
+def zone_unavailability(assumptions: SpotAssumptions) -> float:
+    """Down fraction of one zone's whole spot capacity."""
+    return unavailable_fraction(assumptions.zone_loss_rate_per_hour, assumptions.zone_recovery_hours)
+
+
+def zone_survival_share(zones: int) -> float:
+    """Share of evenly spread spot capacity left when one zone goes: (Z-1)/Z; 0 with one zone."""
+    if zones < 1:
+        raise ValueError("zones must be >= 1")
+    return (zones - 1) / zones
+
+
+def spread_over_zones(capacities: Sequence[float], zones: int) -> list[list[float]]:
+    """Round-robin the spot replicas' capacities over zones, largest first, so zone shares differ by <= one replica."""
+    buckets: list[list[float]] = [[] for _ in range(zones)]
+    for i, cap in enumerate(sorted(capacities, reverse=True)):
+        buckets[i % zones].append(cap)
+    return buckets
+
+
+def _loss_distribution(capacities: Sequence[float], p_down: float) -> dict[float, float]:
+    """Distribution of capacity lost when each replica is independently down with probability p_down."""
+    dist: dict[float, float] = {0.0: 1.0}
+    groups: dict[float, int] = {}
+    for cap in capacities:
+        key = round(cap, 9)
+        groups[key] = groups.get(key, 0) + 1
+    for cap, count in groups.items():
+        step: dict[float, float] = {}
+        for k in range(count + 1):
+            p = math.comb(count, k) * p_down**k * (1 - p_down) ** (count - k)
+            if p > _NEGLIGIBLE:
+                step[cap * k] = p
+        merged: dict[float, float] = {}
+        for lost_a, pa in dist.items():
+            for lost_b, pb in step.items():
+                p = pa * pb
+                if p > _NEGLIGIBLE:
+                    key = round(lost_a + lost_b, 9)
+                    merged[key] = merged.get(key, 0.0) + p
+        dist = merged
+    return dist
+
+
+def availability(
+    on_demand_rps: float,
+    spot_replica_rps: Sequence[float],
+    demand_rps: float,
+    assumptions: SpotAssumptions,
+    p_replica_down: float | None = None,
+) -> float:
+    """P(capacity >= demand) for one service: on-demand capacity (assumed always up) plus spot replicas spread over
+    `assumptions.zones` zones; each zone is independently lost whole, and each surviving replica independently down.
+
+    Exact: enumerates the 2^Z zone states and convolves per-replica binomials.
+    """
+    if demand_rps <= 0:
+        return 1.0
+    p_rep = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
+    p_zone = zone_unavailability(assumptions)
+    zones = spread_over_zones(spot_replica_rps, assumptions.zones)
+    total = 0.0
+    for state in itertools.product((True, False), repeat=len(zones)):
+        p_state = math.prod((1 - p_zone) if up else p_zone for up in state)
+        if p_state <= _NEGLIGIBLE:
+            continue
+        alive = [cap for up, zone in zip(state, zones, strict=True) for cap in zone if up]
+        slack = on_demand_rps + sum(alive) - demand_rps
+        if slack < -1e-9:
+            continue
+        p_ok = sum(p for lost, p in _loss_distribution(alive, p_rep).items() if lost <= slack + 1e-9)
+        total += p_state * p_ok
+    return min(1.0, total)
+
+
+@dataclass(frozen=True)
+class SpotCost:
+    """Hourly cost of a mix: as priced, expected with on-demand fallback while spot is down, and the worst case."""
+
+    usd_per_hour: float
+    expected_usd_per_hour: float
+    worst_case_usd_per_hour: float
+
+
+def spot_cost(
+    on_demand_usd: float,
+    spot_usd: float,
+    spot_fallback_usd: float,
+    assumptions: SpotAssumptions,
+    p_replica_down: float | None = None,
+) -> SpotCost:
+    """Expected: each spot GPU is down for a fraction of time, and then runs on on-demand fallback (SkyServe's
+    dynamic fallback) at `spot_fallback_usd` (the on-demand price of the same capacity) instead of the spot price.
+    Worst case: every spot GPU at once replaced by on-demand (the spot market of that type dries up everywhere)."""
+    p_rep = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
+    p_down = 1 - (1 - p_rep) * (1 - zone_unavailability(assumptions))
+    expected = on_demand_usd + (1 - p_down) * spot_usd + p_down * spot_fallback_usd
+    return SpotCost(
+        usd_per_hour=on_demand_usd + spot_usd,
+        expected_usd_per_hour=expected,
+        worst_case_usd_per_hour=on_demand_usd + spot_fallback_usd,
+    )
+
+
+@dataclass(frozen=True)
+class SpotMix:
+    on_demand_replicas: int
+    spot_replicas: int
+    availability: float
+    usd_per_hour: float
+
+
+def choose_spot_mix(
+    demand_rps: float,
+    replica_rps: float,
+    on_demand_usd_per_replica: float,
+    spot_usd_per_replica: float,
+    target: float,
+    assumptions: SpotAssumptions,
+    max_replicas: int = 64,
+) -> SpotMix | None:
+    """Cheapest (on-demand floor, spot count) of one replica type meeting `target` availability at `demand_rps`.
+
+    Exhaustive over counts up to `max_replicas`; the planner's MILP uses the linear form of the same rules
+    (haircut + zone-loss floor) and checks its answer with `availability`.
+    """
+    if replica_rps <= 0:
+        raise ValueError("replica_rps must be positive")
+    best: SpotMix | None = None
+    for od in range(max_replicas + 1):
+        for spot in range(max_replicas + 1 - od):
+            cost = od * on_demand_usd_per_replica + spot * spot_usd_per_replica
+            if best is not None and cost >= best.usd_per_hour - 1e-12:
+                continue
+            if (od + spot) * replica_rps < demand_rps:
+                continue
+            avail = availability(od * replica_rps, [replica_rps] * spot, demand_rps, assumptions)
+            if avail >= target:
+                best = SpotMix(od, spot, avail, cost)
+    return best
