@@ -12,7 +12,7 @@ from .common import (
     utc_now_iso,
 )
 from .inventory import GpuInventory, InventoryGpu, MigInstance, MigProfileAvailability
-from .manifest import Calibration, Fidelity, QuantMethod, QuantScheme, Variant, VariantManifest
+from .manifest import Calibration, Fidelity, QuantMethod, QuantScheme, RejectedVariant, Variant, VariantManifest
 from .plan import (
     Baseline,
     Candidate,
@@ -32,7 +32,7 @@ __all__ = [
     "Constraints", "ContractError", "CostSummary", "DeviceInfo", "EngineInfo", "Fidelity", "GpuAssignment",
     "GpuCatalog", "GpuInventory", "GpuSpec", "InventoryGpu", "Lever", "LoadPoint", "Market", "MigGeometry",
     "MigInstance", "MigProfileAvailability", "MigProfileSpec", "NodeGroup", "Plan", "PriceCatalog", "PriceEntry",
-    "Provenance", "QualityFloor", "QuantMethod", "QuantScheme", "Replica", "ServerArgs", "Service",
+    "Provenance", "QualityFloor", "QuantMethod", "QuantScheme", "RejectedVariant", "Replica", "ServerArgs", "Service",
     "ServicePlan", "Slo", "StrictModel", "Variant", "VariantManifest", "Workload", "WorkloadSpec",
     "atomic_write_text", "load_model", "save_model", "utc_now_iso",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from .common import SCHEMA_VERSION, StrictModel
+from .common import SCHEMA_VERSION, Provenance, StrictModel
 
 QuantMethod = Literal["none", "fp8", "int8", "gptq", "awq"]
 QuantScheme = Literal["BF16", "FP8_DYNAMIC", "W8A8", "W4A16", "W4A16_ASYM"]
@@ -25,6 +26,8 @@ class Fidelity(StrictModel):
     top1_agreement: float = Field(ge=0, le=1)
     prompts: int = Field(ge=1)
     measured_how: str = Field(description="e.g. 'in-process before save, fake-quant' or 'through vLLM logprobs'")
+    positions: int = Field(default=0, ge=0, description="next-token positions scored, over all prompts")
+    heldout_source: str = Field(default="", description="where the held-out prompts came from (never calibration)")
 
 
 class Variant(StrictModel):
@@ -32,7 +35,7 @@ class Variant(StrictModel):
     method: QuantMethod
     scheme: QuantScheme
     path: str = Field(description="checkpoint folder, relative to the manifest's folder")
-    bytes_on_disk: int = Field(ge=0)
+    bytes_on_disk: int = Field(ge=0, description="bytes of the *.safetensors weights (what memory fit needs)")
     quantized_modules: list[str] = Field(default_factory=list, description="patterns/targets quantized")
     kept_modules: list[str] = Field(default_factory=list, description="ignore patterns kept in bf16")
     calibration: Calibration | None = None
@@ -42,6 +45,23 @@ class Variant(StrictModel):
     tool_versions: dict[str, str] = Field(default_factory=dict)
     verified: bool = False
     notes: list[str] = Field(default_factory=list)
+    peak_memory_kind: str = Field(default="", description="cpu_rss (sampled) | gpu_max_allocated")
+    oneshot_time_s: float = Field(default=0.0, ge=0, description="llm-compressor oneshot alone, within wall_time_s")
+    ignore_rules: str = Field(default="", description="family rules or the user's --ignore list that were applied")
+    vision_intact: bool | None = Field(
+        default=None, description="vision tower + projector byte-identical to the bf16 model's (None: not checked)"
+    )
+    provenance: Provenance | None = Field(default=None, description="which run measured size, time, memory, fidelity")
+
+
+class RejectedVariant(StrictModel):
+    """A variant that was produced but not kept: failed verification or worse than --max-kl."""
+
+    name: str
+    method: QuantMethod
+    reason: str
+    fidelity: Fidelity | None = None
+    date: str = ""
 
 
 class VariantManifest(StrictModel):
@@ -51,9 +71,14 @@ class VariantManifest(StrictModel):
     model_type: str = ""
     created: str = ""
     variants: list[Variant]
+    rejected: list[RejectedVariant] = Field(default_factory=list)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
             if v.name == name:
                 return v
         raise KeyError(f"no variant {name!r}; have {[v.name for v in self.variants]}")
+
+    def variant_dir(self, name: str, manifest_path: Path | str) -> Path:
+        """Absolute checkpoint folder of a variant (`path` is relative to the manifest's folder)."""
+        return (Path(manifest_path).resolve().parent / self.variant(name).path).resolve()
