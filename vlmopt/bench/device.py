@@ -1,0 +1,67 @@
+"""Which device a benchmark ran on: NVML GPU (or MIG slice) name, else the CPU model."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+from vlmopt.schemas.profile import DeviceInfo
+
+_MIG_PROFILE = re.compile(r"(\d+g\.\d+gb(?:\+me)?)", re.IGNORECASE)
+
+
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def detect_device(visible: str | None = None) -> DeviceInfo:
+    """`visible` is what CUDA_VISIBLE_DEVICES will be for the server (an index list, GPU or MIG UUID)."""
+    visible = visible if visible is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return DeviceInfo(kind="cpu", name=cpu_model_name())
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        if count == 0:
+            return DeviceInfo(kind="cpu", name=cpu_model_name())
+        items = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+        first = items[0]
+        if first.startswith("MIG-"):
+            handle = pynvml.nvmlDeviceGetHandleByUUID(first)
+            mig_name = _text(pynvml.nvmlDeviceGetName(handle))
+            parent = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+            match = _MIG_PROFILE.search(mig_name)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
+            return DeviceInfo(
+                kind="gpu", name=_text(pynvml.nvmlDeviceGetName(parent)),
+                mig_profile=match.group(1) if match else mig_name, count=len(items), memory_gib=round(memory, 1),
+            )
+        handle = (
+            pynvml.nvmlDeviceGetHandleByUUID(first) if first.startswith("GPU-")
+            else pynvml.nvmlDeviceGetHandleByIndex(int(first))
+        )
+        memory = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30
+        return DeviceInfo(kind="gpu", name=_text(pynvml.nvmlDeviceGetName(handle)), count=len(items),
+                          memory_gib=round(memory, 1))
+    except Exception:
+        return DeviceInfo(kind="cpu", name=cpu_model_name())
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
