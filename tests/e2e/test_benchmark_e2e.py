@@ -86,6 +86,9 @@ def test_quantized_variants(quantized_profiles: dict[str, Path], variant: str) -
     assert profile.variant_method == variant
     assert profile.engine.server_args is not None and profile.engine.version  # recorded server arguments
     assert profile.server_log and Path(profile.server_log).is_file()
+    log = Path(profile.server_log).read_text(errors="replace")
+    # No --quantization flag was passed: vLLM must have read the checkpoint's compressed-tensors config.
+    assert "compressed-tensors" in log or "compressed_tensors" in log, "vLLM did not load the quantization config"
 
 
 def test_image_reuse_raises_mm_cache_hit_rate(tiny_server, tmp_path: Path) -> None:

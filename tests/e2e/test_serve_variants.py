@@ -2,7 +2,9 @@
 
 On a CPU, vLLM serves FP8_DYNAMIC and W8A8 everywhere, but W4A16 (GPTQ, AWQ) only where the CPU has AVX-512: its
 `cpu_gemm_wna16` kernel is missing from the AVX2 build (SETUP.md, "What the CPU build can serve here"). One server
-at a time; each start takes about a minute on 2 cores.
+at a time; each start takes about a minute on 2 cores. FP8 and INT8 are served (with image prompts, and the
+quantization config checked in the server log) by tests/e2e/test_benchmark_e2e.py, which starts their servers
+anyway; this file covers the W4A16 variants no other test serves.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmopt.bench.server import VllmServer, has_nvidia_gpu
+from vlmopt.bench.server import VllmServer
+from vlmopt.bench.support import unservable_reason
 from vlmopt.schemas import ServerArgs, VariantManifest, load_model
 
 from .chat import png_data_url, stream_chat
@@ -20,33 +23,13 @@ from .chat import png_data_url, stream_chat
 TEXT = {"type": "text", "text": "what is in the image"}
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def w4a16_servable() -> tuple[bool, str]:
-    if has_nvidia_gpu():
-        return True, "GPU present"
-    if "avx512f" in cpu_flags():
-        return True, "CPU has AVX-512"
-    return False, ("W4A16 needs AVX-512 or a GPU: this CPU has neither (no avx512f in /proc/cpuinfo), and vLLM's "
-                   "AVX2 CPU build has no cpu_gemm_wna16 kernel (SETUP.md)")
-
-
-@pytest.mark.parametrize("method", ["fp8", "int8", "gptq", "awq"])
+@pytest.mark.parametrize("method", ["gptq", "awq"])
 def test_variant_serves_image_prompts(method: str, tiny_variants: Path, serve_python: Path,
                                       tmp_path: Path) -> None:
-    if method in ("gptq", "awq"):
-        ok, why = w4a16_servable()
-        if not ok:
-            pytest.skip(why)
     manifest = load_model(VariantManifest, tiny_variants)
+    why_not = unservable_reason(manifest.variant(method).scheme)
+    if why_not:
+        pytest.skip(why_not)
     variant_dir = manifest.variant_dir(method, tiny_variants)
     # No --quantization flag: vLLM reads the compressed-tensors config from the checkpoint (research §4).
     args = ServerArgs(model=str(variant_dir), served_model_name=f"tiny-{method}", max_model_len=1024, max_num_seqs=4)

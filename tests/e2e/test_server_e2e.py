@@ -24,7 +24,9 @@ TEXT = {"type": "text", "text": "what is in the image"}
 def test_streamed_chat_counts_image_tokens(tiny_server, tiny_model_dir: Path) -> None:
     text_only = stream_chat(tiny_server.base_url, tiny_server.model_name, [TEXT])
     with_image = stream_chat(
-        tiny_server.base_url, tiny_server.model_name, [{"type": "image_url", "image_url": {"url": png_data_url()}}, TEXT]
+        tiny_server.base_url,
+        tiny_server.model_name,
+        [{"type": "image_url", "image_url": {"url": png_data_url()}}, TEXT],
     )
     for result in (text_only, with_image):
         assert result["done"], "stream did not end with [DONE]"

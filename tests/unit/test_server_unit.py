@@ -24,7 +24,7 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_missing_serve_env_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(ServeEnvMissing, match="scripts/setup.sh serve"):
+    with pytest.raises(ServeEnvMissing, match=r"scripts/setup\.sh serve"):
         resolve_serve_python(tmp_path / "nope" / "python")
 
 

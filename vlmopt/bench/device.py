@@ -26,8 +26,25 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def with_catalog_id(device: DeviceInfo) -> DeviceInfo:
+    """Match a GPU to its profiles/gpus.yaml entry, so the planner can use this profile for that GPU."""
+    if device.kind != "gpu" or device.catalog_id:
+        return device
+    try:
+        from vlmopt.hw.catalog import load_gpu_catalog, match_gpu
+
+        spec = match_gpu(load_gpu_catalog(), name=device.name)
+    except Exception:  # a broken user catalog must not stop a benchmark; the profile just stays unmatched
+        return device
+    return device.model_copy(update={"catalog_id": spec.id}) if spec else device
+
+
 def detect_device(visible: str | None = None) -> DeviceInfo:
     """`visible` is what CUDA_VISIBLE_DEVICES will be for the server (an index list, GPU or MIG UUID)."""
+    return with_catalog_id(_detect_device(visible))
+
+
+def _detect_device(visible: str | None = None) -> DeviceInfo:
     visible = visible if visible is not None else os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         import pynvml

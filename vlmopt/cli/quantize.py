@@ -15,7 +15,7 @@ from ._common import EXIT_FAILED, console, err_console, fail
 DEFAULT_METHODS = "fp8,int8,gptq,awq"
 
 
-def _quiet_libraries() -> None:
+def quiet_quantize_libraries() -> None:
     """llm-compressor, tqdm and transformers print their own progress; the rich progress replaces it on the console
     (llm-compressor's log still goes to each variant's quantize.log)."""
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
                 samples=samples, max_seq_len=max_seq_len, ignore=ignore or None, max_kl=max_kl, force=force,
                 name_suffix=suffix,
             )
-            _quiet_libraries()
+            quiet_quantize_libraries()
             with Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[variant]}[/] {task.description}"),
                           TimeElapsedColumn(), console=err_console, transient=True) as progress:
                 task = progress.add_task("starting", variant="")

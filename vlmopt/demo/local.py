@@ -1,0 +1,119 @@
+"""Demo step: plan the tiny model on this machine's own device from the profiles the demo just measured.
+
+On a GPU machine this is fleet mode over the NVML inventory. On a CPU-only machine the planner still works: the
+CPU becomes a one-entry device catalog (`local-cpu`) whose capacities come from the measured profiles; its
+bandwidth and TFLOPS are nominal placeholders used only for variants that could not be measured here, and the
+plan says so. A CPU plan gets plan.json and a report, not a GPU deploy bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .outputs import write_plan_outputs
+
+if TYPE_CHECKING:
+    from vlmopt.schemas import BenchmarkProfile, DeviceInfo, GpuCatalog, GpuInventory
+
+    from .runner import DemoOptions, DemoSummary, DemoUI
+
+LOCAL_CPU_ID = "local-cpu"
+
+
+def cpu_catalog_entry(device: DeviceInfo, memory_gib: float):
+    from vlmopt.schemas.catalog import GpuSpec
+
+    return GpuSpec(
+        id=LOCAL_CPU_ID,
+        names=[device.name],
+        memory_gib=memory_gib,
+        memory_bandwidth_gbs=20.0,
+        tflops={"bf16": 0.2, "fp16": 0.2, "fp8": 0.2, "int8": 0.4},
+        fp8=False,
+        sources=[
+            f"vlmopt demo: this machine's CPU ({device.name}); memory = what vLLM's CPU KV space and weights may use "
+            "here; bandwidth and TFLOPS are nominal placeholders (not measured), used only for variants without a "
+            "measured profile"
+        ],
+    )
+
+
+def local_device(gpu_catalog: GpuCatalog, usd_per_hour: float) -> tuple[GpuCatalog, GpuInventory, str]:
+    """(catalog to plan with, inventory of this machine, catalog id of the local device)."""
+    from vlmopt.bench.device import detect_device
+    from vlmopt.hw.nvml import NvmlUnavailable, read_inventory
+    from vlmopt.schemas.catalog import GpuCatalog as Catalog
+    from vlmopt.schemas.inventory import GpuInventory as Inventory
+    from vlmopt.schemas.inventory import InventoryGpu
+
+    device = detect_device()
+    if device.kind == "gpu":
+        try:
+            inventory = read_inventory(gpu_catalog)
+        except NvmlUnavailable:
+            inventory = None
+        if inventory is not None and inventory.gpus and inventory.gpus[0].catalog_id:
+            for gpu in inventory.gpus:
+                gpu.usd_per_hour = gpu.usd_per_hour if gpu.usd_per_hour is not None else usd_per_hour
+            return gpu_catalog, inventory, inventory.gpus[0].catalog_id or ""
+    import psutil
+
+    memory_gib = round(min(psutil.virtual_memory().total / 2**30 / 2, 16.0), 1)
+    catalog = Catalog(gpus=[*gpu_catalog.gpus, cpu_catalog_entry(device, memory_gib)])
+    inventory = Inventory(
+        source="vlmopt demo: this machine",
+        gpus=[InventoryGpu(index=0, name=device.name, memory_total_gib=memory_gib, catalog_id=LOCAL_CPU_ID,
+                           usd_per_hour=usd_per_hour)],
+    )
+    return catalog, inventory, LOCAL_CPU_ID
+
+
+def as_local_profile(profile: BenchmarkProfile, catalog_id: str) -> BenchmarkProfile:
+    """Point a CPU profile at the local catalog entry (in memory only; the measured file stays as written)."""
+    if profile.device.kind == "cpu" and catalog_id == LOCAL_CPU_ID:
+        device = profile.device.model_copy(update={"catalog_id": LOCAL_CPU_ID})
+        return profile.model_copy(update={"device": device})
+    return profile
+
+
+def plan_local_device(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI) -> tuple[Path, Path]:
+    from vlmopt.hw.catalog import load_gpu_catalog
+    from vlmopt.plan.errors import PlanInputError
+    from vlmopt.plan.planner import make_plan
+    from vlmopt.schemas.common import ContractError, load_model
+    from vlmopt.schemas.manifest import VariantManifest
+    from vlmopt.schemas.profile import BenchmarkProfile
+    from vlmopt.schemas.workload import Constraints, Service, Slo, Workload
+
+    from .runner import DemoStepFailed
+
+    catalog, inventory, device_id = local_device(load_gpu_catalog(), options.local_usd_per_hour)
+    profiles = {p: as_local_profile(load_model(BenchmarkProfile, p), device_id) for p in summary.profiles}
+    manifest_path = str(Path(summary.manifest or ""))
+    manifests = {manifest_path: load_model(VariantManifest, manifest_path)}
+    model_dir = out / "models" / "tiny-llava"
+    workload = Workload(
+        name="local",
+        services=[Service(
+            name="tiny-vqa",
+            model=str(model_dir),
+            manifest=manifest_path,
+            peak_rps=options.local_peak_rps,
+            input_tokens=options.input_tokens,
+            output_tokens=options.output_tokens,
+            images_per_request=1,
+            image_size=(56, 56),
+            max_model_len=1024,
+            slo=Slo(**options.local_slo),
+        )],
+        constraints=Constraints(markets=["on_demand"], headroom=0.2, gpus=[device_id]),
+    )
+    try:
+        plan = make_plan(workload, profiles, manifests, catalog, None, mode="fleet", inventory=inventory,
+                         workload_ref="vlmopt demo: tiny-vqa on this machine", name="local")
+    except (ContractError, PlanInputError, ValueError) as exc:
+        raise DemoStepFailed(str(exc)) from None
+    chosen = ", ".join(f"{s.service}: {s.variant} x{s.replicas}" for s in plan.services)
+    ui.info(f"local plan on {device_id}: {chosen} (capacities measured by this demo's benchmark)")
+    return write_plan_outputs(plan, out, catalog, profiles, manifests, ui, bundle=device_id != LOCAL_CPU_ID)

@@ -1,0 +1,226 @@
+"""The whole chain on one machine: tiny VLM -> quantize -> benchmark what the local vLLM serves -> plan on the
+local device (measured) -> plan a bundled real VLM on cloud GPUs (estimated) -> deploy bundles -> cost reports.
+
+Each step writes its files through the stage's own API (the same code the CLI commands run), so the demo is
+proof that the stages fit together, not a separate code path. A failure in one benchmark or plan is recorded in
+`demo-summary.json` and the demo goes on with what it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
+
+from vlmopt.schemas.common import SCHEMA_VERSION, StrictModel, save_model, utc_now_iso
+
+StepStatus = Literal["done", "skipped", "failed"]
+TOTAL_STEPS = 6
+
+
+class StepRecord(StrictModel):
+    step: str
+    status: StepStatus
+    seconds: float
+    detail: str = ""
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class DemoSummary(StrictModel):
+    """demo-summary.json: what the demo did and where everything is."""
+
+    schema_version: int = SCHEMA_VERSION
+    started: str
+    finished: str | None = None
+    out_dir: str
+    steps: list[StepRecord] = Field(default_factory=list)
+    manifest: str | None = None
+    profiles: list[str] = Field(default_factory=list)
+    unserved_variants: dict[str, str] = Field(default_factory=dict)
+    local_plan: str | None = None
+    local_report: str | None = None
+    cloud_plan: str | None = None
+    cloud_report: str | None = None
+
+
+@dataclass
+class DemoOptions:
+    out_dir: Path = Path("demo-output")
+    methods: str = "fp8,int8,gptq,awq"
+    calib_samples: int = 16
+    concurrency: list[int] = field(default_factory=lambda: [1, 4])
+    num_prompts: int = 16
+    input_tokens: int = 64
+    output_tokens: int = 16
+    # A CPU is slow; these SLOs are what a 2-core box meets at low load, so the local plan has something to pick.
+    local_slo: dict[str, float] = field(default_factory=lambda: {"ttft_p95_ms": 3000.0, "tpot_p95_ms": 500.0})
+    local_peak_rps: float = 0.5
+    local_usd_per_hour: float = 0.10
+    cloud_workload: Path | None = None  # None: the bundled default (Qwen2.5-VL-7B)
+    skip_benchmark: bool = False
+    force: bool = False
+
+
+class DemoUI(Protocol):
+    def step(self, index: int, title: str) -> None: ...
+    def info(self, text: str) -> None: ...
+    def warn(self, text: str) -> None: ...
+    def bench_progress(self) -> AbstractContextManager[Any]: ...
+
+
+@dataclass
+class _Clock:
+    started: float = 0.0
+
+    def __enter__(self) -> _Clock:
+        import time
+
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    @property
+    def seconds(self) -> float:
+        import time
+
+        return round(time.monotonic() - self.started, 2)
+
+
+class DemoStepFailed(RuntimeError):
+    pass
+
+
+def run_demo(options: DemoOptions, ui: DemoUI) -> DemoSummary:
+    out = options.out_dir.expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    summary = DemoSummary(started=utc_now_iso(), out_dir=str(out))
+    summary_path = out / "demo-summary.json"
+
+    def record(step: str, status: StepStatus, clock: _Clock, detail: str = "", **outputs: str) -> None:
+        summary.steps.append(StepRecord(step=step, status=status, seconds=clock.seconds, detail=detail,
+                                        outputs=outputs))
+        save_model(summary, summary_path)  # after every step: a crash keeps what was done
+
+    steps: list[tuple[str, Callable[[DemoOptions, Path, DemoSummary, DemoUI], tuple[StepStatus, str, dict]]]] = [
+        ("tiny model", _step_tiny_model),
+        ("quantize", _step_quantize),
+        ("benchmark", _step_benchmark),
+        ("local plan", _step_local_plan),
+        ("cloud plan", _step_cloud_plan),
+    ]
+    for index, (name, function) in enumerate(steps, start=1):
+        ui.step(index, name)
+        with _Clock() as clock:
+            try:
+                status, detail, outputs = function(options, out, summary, ui)
+            except DemoStepFailed as exc:
+                status, detail, outputs = "failed", str(exc), {}
+                ui.warn(f"{name} failed: {exc}")
+        record(name, status, clock, detail, **outputs)
+        if status == "failed" and name in ("tiny model", "quantize"):
+            break  # nothing later can run without a model and its manifest
+    ui.step(TOTAL_STEPS, "summary")
+    summary.finished = utc_now_iso()
+    save_model(summary, summary_path)
+    return summary
+
+
+# -- steps ------------------------------------------------------------------------------------------------------------
+
+
+def _step_tiny_model(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
+    from vlmopt.testing import TinyVlmSpec, build_tiny_vlm
+
+    model_dir = out / "models" / "tiny-llava"
+    existed = (model_dir / "config.json").exists() and not options.force
+    build_tiny_vlm(model_dir, TinyVlmSpec(seed=0), overwrite=options.force)
+    ui.info(f"tiny LLaVA (random weights, 16 image tokens per 56x56 image) {'kept' if existed else 'built'} in "
+            f"{model_dir}")
+    return ("skipped" if existed else "done"), "", {"model_dir": str(model_dir)}
+
+
+def _step_quantize(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
+    from vlmopt.quantize.errors import QuantizeInputError
+    from vlmopt.quantize.recipes import parse_methods
+    from vlmopt.quantize.runner import QuantizeRequest, run_quantize
+
+    model_dir = out / "models" / "tiny-llava"
+    request = QuantizeRequest(model_dir=model_dir, methods=parse_methods(options.methods), out_dir=out / "variants",
+                              samples=options.calib_samples, max_seq_len=256, force=options.force)
+    try:
+        result = run_quantize(request, lambda variant, stage: ui.info(f"{variant}: {stage}"))
+    except QuantizeInputError as exc:
+        raise DemoStepFailed(str(exc)) from None
+    summary.manifest = str(result.manifest_path)
+    for outcome in result.outcomes:
+        ui.info(f"{outcome.name}: {outcome.status}{' - ' + outcome.message if outcome.message else ''}")
+    bad = [o.name for o in result.outcomes if o.status in ("rejected", "failed")]
+    detail = f"rejected or failed: {', '.join(bad)}" if bad else ""
+    return "done", detail, {"manifest": str(result.manifest_path)}
+
+
+def _step_benchmark(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
+    if options.skip_benchmark:
+        return "skipped", "--skip-benchmark", {}
+    if summary.manifest is None:
+        raise DemoStepFailed("no manifest from the quantize step")
+    from vlmopt.bench.arrivals import LoadSpec
+    from vlmopt.bench.runner import BenchmarkFailed, BenchOptions, benchmark_target
+    from vlmopt.bench.support import unservable_reason
+    from vlmopt.bench.targets import from_manifest
+
+    bench_options = BenchOptions(
+        input_tokens=options.input_tokens,
+        output_tokens=options.output_tokens,
+        loads=[LoadSpec("concurrency", max_concurrency=c) for c in options.concurrency],
+        slo=dict(options.local_slo),
+        num_prompts=options.num_prompts,
+        warmup=2,
+        out_dir=out / "profiles",
+        max_model_len=1024,
+        max_num_seqs=max(options.concurrency),
+        resume=not options.force,
+    )
+    failures = []
+    for target in from_manifest(Path(summary.manifest), None):
+        reason = unservable_reason(target.scheme)
+        if reason:
+            summary.unserved_variants[target.variant] = reason
+            ui.warn(f"{target.variant}: not benchmarked here: {reason}")
+            continue
+        try:
+            with ui.bench_progress() as progress:
+                path = benchmark_target(target, bench_options, progress)
+        except BenchmarkFailed as exc:
+            failures.append(f"{target.variant}: {exc}")
+            ui.warn(f"{target.variant}: benchmark failed: {exc}")
+            continue
+        summary.profiles.append(str(path))
+    if not summary.profiles:
+        raise DemoStepFailed("no variant could be benchmarked: " + "; ".join(failures))
+    detail = "; ".join(failures)
+    return "done", detail, {"profiles_dir": str(out / "profiles")}
+
+
+def _step_local_plan(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
+    if not summary.profiles or summary.manifest is None:
+        return "skipped", "no measured profiles", {}
+    from .local import plan_local_device
+
+    plan_path, report_path = plan_local_device(options, out, summary, ui)
+    summary.local_plan, summary.local_report = str(plan_path), str(report_path)
+    return "done", "", {"plan": str(plan_path), "report": str(report_path)}
+
+
+def _step_cloud_plan(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
+    from .cloud import plan_cloud
+
+    plan_path, report_path = plan_cloud(options, out, ui)
+    summary.cloud_plan, summary.cloud_report = str(plan_path), str(report_path)
+    return "done", "", {"plan": str(plan_path), "report": str(report_path)}
