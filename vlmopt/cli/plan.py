@@ -13,49 +13,6 @@ from rich.table import Table
 
 from ._common import EXIT_FAILED, console, err_console, fail
 
-BUNDLED_WORKLOAD = "default"
-
-
-def _load_inputs(workload: Path | None, profiles_dir: Path | None, manifests: list[Path], prices: Path | None,
-                 gpus: Path | None, inventory: str | None, mode: str):
-    from vlmopt.hw.catalog import load_gpu_catalog
-    from vlmopt.paths import profiles_dir as bundled_dir
-    from vlmopt.schemas.catalog import PriceCatalog
-    from vlmopt.schemas.common import load_model
-    from vlmopt.schemas.manifest import VariantManifest
-    from vlmopt.schemas.profile import BenchmarkProfile
-    from vlmopt.schemas.workload import Workload
-
-    if workload is None:
-        workload_path = bundled_dir() / "workloads" / f"{BUNDLED_WORKLOAD}.yaml"
-        ref = f"bundled:{BUNDLED_WORKLOAD}"
-    else:
-        workload_path, ref = workload, str(workload)
-    wl = load_model(Workload, workload_path)
-    # Relative manifest paths in a workload are relative to the workload file.
-    for service in wl.services:
-        if service.manifest and not Path(service.manifest).is_absolute():
-            service.manifest = str((workload_path.parent / service.manifest).resolve())
-    manifest_paths = list(manifests) + [Path(s.manifest) for s in wl.services if s.manifest]
-    loaded_manifests = {str(p.resolve()): load_model(VariantManifest, p) for p in dict.fromkeys(manifest_paths)}
-    loaded_profiles = {}
-    if profiles_dir is not None:
-        if not profiles_dir.is_dir():
-            raise FileNotFoundError(f"--profiles {profiles_dir}: not a folder")
-        for path in sorted(profiles_dir.rglob("*@*.json")):
-            loaded_profiles[str(path)] = load_model(BenchmarkProfile, path)
-    gpu_catalog = load_gpu_catalog(gpus)
-    prices_path = prices or bundled_dir() / "prices.yaml"
-    price_catalog = load_model(PriceCatalog, prices_path)
-    inv = None
-    if inventory is not None:
-        from vlmopt.hw import nvml
-
-        inv = nvml.read_inventory(gpu_catalog) if inventory == "nvml" else nvml.load_inventory(inventory, gpu_catalog)
-    elif mode == "fleet":
-        raise ValueError("--inventory: fleet mode needs --inventory nvml or an inventory file")
-    return wl, ref, loaded_profiles, loaded_manifests, gpu_catalog, price_catalog, str(prices_path), inv
-
 
 def _render(plan) -> None:
     estimated = [r for g in plan.node_groups for r in g.gpu_layout.replicas if r.capacity_provenance.kind != "measured"]
@@ -137,6 +94,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from vlmopt.hw.nvml import NvmlUnavailable
         from vlmopt.plan.errors import PlanInfeasible, PlanInputError
+        from vlmopt.plan.inputs import load_plan_inputs
         from vlmopt.plan.planner import make_plan
         from vlmopt.schemas.common import ContractError
 
@@ -147,10 +105,11 @@ def register(app: typer.Typer) -> None:
         if mode == "fleet" and inventory is None:
             fail("--inventory: fleet mode needs --inventory nvml or an inventory file")
         try:
-            wl, ref, profs, mans, gpu_cat, price_cat, prices_path, inv = _load_inputs(
-                workload, profiles, manifest, prices, gpus, inventory, mode)
-            plan = make_plan(wl, profs, mans, gpu_cat, price_cat, mode=mode, inventory=inv,
-                             availability=availability, name=name, workload_ref=ref, prices_path=prices_path)
+            inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode)
+            plan = make_plan(inputs.workload, inputs.profiles, inputs.manifests, inputs.gpu_catalog,
+                             inputs.price_catalog, mode=mode, inventory=inputs.inventory, availability=availability,
+                             name=name, workload_ref=inputs.workload_ref, prices_path=inputs.prices_path)
+            profs, mans, gpu_cat = inputs.profiles, inputs.manifests, inputs.gpu_catalog
         except (ContractError, PlanInputError, FileNotFoundError, ValueError, NvmlUnavailable) as exc:
             if isinstance(exc, PlanInfeasible):
                 fail(f"infeasible: {exc}")
