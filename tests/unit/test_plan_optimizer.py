@@ -21,6 +21,7 @@ from vlmopt.plan.optimizer import (
     lay_out_gpus,
     solve,
 )
+from vlmopt.plan.spot import SpotTier
 
 pytestmark = pytest.mark.unit
 
@@ -67,7 +68,10 @@ def brute_force(problem: Problem, max_gpus: int = MAX_GPUS) -> float:
         for j, d in enumerate(problem.demands):
             if sum(cap[i][j] for i in chosen) < d.required_rps - 1e-9:
                 return False
-            if any_zone_risk and d.floor_rps > 0 and sum(flo[i][j] for i in chosen) < d.floor_rps - 1e-9:
+            if d.spot_tier is not None:
+                if not meets_spot_tier(d, [configs[i] for i in chosen]):
+                    return False
+            elif any_zone_risk and d.floor_rps > 0 and sum(flo[i][j] for i in chosen) < d.floor_rps - 1e-9:
                 return False
         if problem.single_variant:
             pairs = set().union(*(runs[i] for i in chosen))
@@ -110,6 +114,55 @@ def brute_force(problem: Problem, max_gpus: int = MAX_GPUS) -> float:
     return best
 
 
+def _instance_capacity(problem: Problem, offer: Offer, service: str, variant: str, on_mig: bool) -> float:
+    """The spot tier's u: what one instance of `offer` holds of (service, variant) at most, on its whole-GPU layout
+    or on its best MIG layout (written out independently of the optimizer's own function)."""
+    best = {}
+    for o in problem.options:
+        if o.service == service and o.variant == variant and o.gpu == offer.gpu:
+            best[o.slice] = max(best.get(o.slice, 0.0), o.capacity_rps)
+    per_gpu = 0.0
+    for layout in problem.layouts:
+        if layout.gpu == offer.gpu and layout.is_mig == on_mig:
+            per_gpu = max(per_gpu, sum(best.get(s, 0.0) for s in layout.slices))
+    return per_gpu * offer.gpus_per_instance
+
+
+def meets_spot_tier(demand: Demand, fleet: list) -> bool:
+    """The spot tier rule on explicitly assigned GPUs: at most n_k spot replicas; on-demand + spot - k x sum over
+    spot groups (offer, variant, whole/MIG) of ceil(replicas / Z) x u >= the peak; every group's own part >= 0.
+    The on-demand tier (events None): on-demand alone >= the peak."""
+    tier = demand.spot_tier
+    on_demand = spot_total = 0.0
+    spot_replicas = 0
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for offer, layout, assignment in fleet:
+        for option in assignment:
+            if option is None or option.service != demand.service:
+                continue
+            if offer.market == "spot":
+                spot_total += option.capacity_rps
+                spot_replicas += 1
+                groups[(offer, option.variant, layout.is_mig)].append(option.capacity_rps)
+            else:
+                on_demand += option.capacity_rps
+    if tier.events is None:
+        return not spot_replicas or on_demand >= demand.floor_rps - 1e-9
+    if spot_replicas > tier.max_spot_replicas:
+        return False
+    loss = 0.0
+    for (offer, variant, on_mig), caps in groups.items():
+        unit = _instance_capacity(PROBLEM_OF[id(demand)], offer, demand.service, variant, on_mig)
+        group_loss = tier.events * math.ceil(len(caps) / tier.zones) * unit
+        if sum(caps) < group_loss - 1e-9:
+            return False
+        loss += group_loss
+    return not spot_replicas or on_demand + spot_total - loss >= demand.floor_rps - 1e-9
+
+
+PROBLEM_OF: dict[int, Problem] = {}  # demand -> its problem, for the instance capacities
+
+
 def random_problem(rng: random.Random) -> Problem:
     offers = [
         Offer("mig-od", "mig", "on_demand", round(rng.uniform(2.0, 4.0), 2)),
@@ -121,6 +174,7 @@ def random_problem(rng: random.Random) -> Problem:
             haircut=rng.choice([0.0, 0.05, 0.2]),
             zone_share=rng.choice([0.0, 0.5, 2 / 3]),
         ),
+        Offer("big-spot", "big", "spot", round(rng.uniform(0.8, 2.0), 2), haircut=0.05, zone_share=2 / 3),
         Offer("big-od", "big", "on_demand", round(rng.uniform(2.5, 6.0), 2), gpus_per_instance=rng.choice([1, 2])),
     ]
     layouts = [
@@ -140,9 +194,13 @@ def random_problem(rng: random.Random) -> Problem:
     demands = []
     for svc in services:
         peak = round(rng.uniform(0.2, 1.5), 3)
-        demands.append(Demand(svc, required_rps=peak * 1.2, floor_rps=peak))
+        tier = rng.choice([None, None, SpotTier(1, rng.choice([1, 2, 3]), rng.choice([2, 3])),
+                           SpotTier(2, rng.choice([2, 3]), 3), SpotTier(None, None, 3)])
+        demands.append(Demand(svc, required_rps=peak * 1.2, floor_rps=peak, spot_tier=tier))
     quotas = {"big": rng.choice([1, 2, 4])} if rng.random() < 0.4 else {}
-    return Problem(offers, layouts, options, demands, quotas=quotas, single_variant=rng.random() < 0.8)
+    problem = Problem(offers, layouts, options, demands, quotas=quotas, single_variant=rng.random() < 0.8)
+    PROBLEM_OF.update({id(d): problem for d in demands})
+    return problem
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -176,8 +234,12 @@ def test_random_instances_exercise_the_interesting_cases() -> None:
         seen["multi_service_gpu"] += any(
             len({a[1] for a in placed.assignment}) > 1 for placed, _ in lay_out_gpus(problem, solution)
         )
+        tiered = {d.service for d in problem.demands if d.spot_tier is not None and d.spot_tier.events}
+        seen["spot_tier_on_spot"] += any(
+            key.endswith("spot") and svc in tiered for (key, _, svc, _) in solution.replicas
+        )
     assert seen["within_cap"] >= 15
-    for case in ("mig", "spot"):
+    for case in ("mig", "spot", "spot_tier_on_spot"):
         assert seen[case] >= 2, seen
 
 

@@ -8,9 +8,13 @@ import itertools
 import pytest
 
 from vlmopt.hw.catalog import load_gpu_catalog
+from vlmopt.paths import profiles_dir
 from vlmopt.plan import perf
-from vlmopt.schemas.common import Provenance
+from vlmopt.plan.planner import make_plan
+from vlmopt.schemas.catalog import PriceCatalog
+from vlmopt.schemas.common import Provenance, load_model
 from vlmopt.schemas.profile import BenchmarkProfile, DeviceInfo, EngineInfo, LoadPoint, WorkloadSpec
+from vlmopt.schemas.workload import Workload
 
 pytestmark = pytest.mark.unit
 
@@ -122,3 +126,27 @@ def test_measured_capacity_takes_the_best_point_meeting_the_slo() -> None:
     assert cap.provenance.kind == "measured" and cap.provenance.source == "profiles/x@h100.json"
     missing = perf.measured_capacity(prof, {"e2el_p95_ms": 500}, "p")
     assert missing.capacity_rps == 0 and "percentiles" in missing.reason
+
+
+def test_a_matching_profile_makes_the_option_measured_in_the_plan() -> None:
+    """Through the planner's batched option evaluation: the profile's (variant, GPU, slice) option takes the
+    measured capacity, the same variant on other slices stays a roofline estimate."""
+    prof = _profile([
+        {"label": "c4", "completed": 10, "request_throughput": 3.5, "p95_ttft_ms": 300, "p95_tpot_ms": 20,
+         "median_ttft_ms": 200, "median_tpot_ms": 15},
+        {"label": "c16", "completed": 10, "request_throughput": 6.0, "p95_ttft_ms": 900, "p95_tpot_ms": 35,
+         "median_ttft_ms": 600, "median_tpot_ms": 25},
+    ]).model_copy(update={"workload": WorkloadSpec(input_tokens=256, output_tokens=128, images_per_request=0)})
+    wl = Workload(name="m", services=[{
+        "name": "chat", "model": "qwen2.5-vl-7b", "variants": ["awq"], "peak_rps": 5, "input_tokens": 256,
+        "output_tokens": 128, "images_per_request": 0, "slo": {"ttft_p95_ms": 500, "tpot_p95_ms": 30}}])
+    wl.constraints.gpus = ["h100-sxm-80gb"]
+    prices = load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+    plan = make_plan(wl, profiles={"profiles/x@h100.json": prof}, gpu_catalog=load_gpu_catalog(),
+                     price_catalog=prices, attribute_levers=False)
+    whole = [c for c in plan.candidates if c.slice == "whole"]
+    assert whole and all(c.capacity_rps == 3.5 and c.provenance.kind == "measured" for c in whole)
+    sliced = [c for c in plan.candidates if c.slice != "whole" and c.meets_slo]
+    assert sliced and all(c.provenance.kind == "estimated" for c in sliced)
+    assert any(p.kind == "measured" for p in plan.inputs)
+    assert "fitted to" in next(p.detail for p in plan.inputs if p.source == "vlmopt roofline performance model")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
+
 import pytest
 
 from vlmopt.plan import spot
@@ -74,3 +78,73 @@ def test_spot_cost_expected_between_priced_and_worst_case() -> None:
     assert c.usd_per_hour == pytest.approx(5.0)
     assert c.worst_case_usd_per_hour == pytest.approx(9.0)
     assert c.usd_per_hour < c.expected_usd_per_hour < c.worst_case_usd_per_hour
+
+
+def test_prob_at_most_events_matches_enumeration() -> None:
+    zones, p_zone, n, p_inst = 3, 0.01, 4, 0.05
+    probs = [p_zone] * zones + [p_inst] * n
+    for k in range(4):
+        exact = 0.0
+        for state in itertools.product((0, 1), repeat=len(probs)):
+            if sum(state) <= k:
+                exact += math.prod(p if down else 1 - p for p, down in zip(probs, state, strict=True))
+        assert spot.prob_at_most_events(k, zones, p_zone, n, p_inst) == pytest.approx(exact, rel=1e-12)
+
+
+def test_largest_zone_holds_at_most_ceil_share_of_each_group() -> None:
+    """The lemma behind the spot tiers: with instances spread round-robin largest first, zone 0 (the largest)
+    holds at most sum over groups of ceil(n_g / Z) x (the group's largest instance)."""
+    rng = random.Random(7)
+    for _ in range(3000):
+        zones = rng.randint(1, 5)
+        groups = [[rng.choice([rng.uniform(0.1, 1), 1.0]) * bound for _ in range(rng.randint(1, 9))]
+                  for bound in (rng.uniform(0.5, 8) for _ in range(rng.randint(1, 4)))]
+        capacities = [c for g in groups for c in g]
+        largest_zone = max(sum(z) for z in spot.spread_over_zones(capacities, zones))
+        bound = sum(math.ceil(len(g) / zones) * max(g) for g in groups)
+        assert largest_zone <= bound + 1e-9
+
+
+@pytest.mark.parametrize("target", [0.99, 0.999, 0.9999, 0.99999])
+def test_spot_tier_rule_guarantees_the_target(target: float) -> None:
+    """Random fleets that satisfy a tier's linear rule (what the MILP enforces) meet the target in the exact model,
+    and for every tier some fleet sits close to the edge (the rule is not vacuous)."""
+    rng = random.Random(int(target * 1e5))
+    a = SpotAssumptions(interruption_rate_per_hour=rng.choice([0.02, 0.1]), zones=rng.choice([2, 3, 4]))
+    p_rep = spot.replica_unavailability(a)
+    tiers = spot.spot_tiers(target, a, p_rep)
+    assert tiers[-1].events is None and all(t.zones == a.zones for t in tiers)
+    checked = tight = 0
+    for _ in range(1500):
+        tier = rng.choice(tiers[:-1] or tiers)
+        if tier.events is None:
+            continue
+        groups = []
+        for _ in range(rng.randint(1, 3)):
+            unit = rng.uniform(0.5, 4)
+            n = rng.randint(1, max(1, min(tier.max_spot_replicas // 2, 5)))
+            groups.append([unit * rng.choice([1.0, rng.uniform(0.3, 1)]) for _ in range(n)] + [unit])
+        capacities = [c for g in groups for c in g]
+        if len(capacities) > tier.max_spot_replicas:
+            continue
+        loss = tier.events * sum(math.ceil(len(g) / tier.zones) * max(g) for g in groups)
+        if any(sum(g) < tier.events * math.ceil(len(g) / tier.zones) * max(g) for g in groups):
+            continue
+        demand = rng.uniform(1, 10)
+        on_demand = max(0.0, demand + loss - sum(capacities) + rng.choice([0.0, rng.uniform(0, 1)]))
+        assert on_demand + sum(capacities) - loss >= demand - 1e-9
+        achieved = spot.availability(on_demand, capacities, demand, a, p_rep)
+        assert achieved >= target, (tier, groups, on_demand, demand)
+        checked += 1
+        tight += achieved < 1 - 1e-12
+    assert checked >= 200 and tight >= 20, (checked, tight)
+
+
+def test_spot_tiers_relax_with_the_target() -> None:
+    a = SpotAssumptions()
+    p_rep = spot.replica_unavailability(a)
+    loose, strict = spot.spot_tiers(0.99, a, p_rep), spot.spot_tiers(0.9999, a, p_rep)
+    assert loose[0].events == strict[0].events == 1
+    assert loose[0].max_spot_replicas > strict[0].max_spot_replicas >= 1
+    # one zone: losing it takes all spot, so only the on-demand tier is left
+    assert spot.spot_tiers(0.999, SpotAssumptions(zones=1), p_rep) == [spot.SpotTier(None, None, 1)]

@@ -7,10 +7,18 @@ variables
   k[o]       instances of offer o, when an instance holds several GPUs                         (integer)
   y[o,p,s,v] slices of profile p on offer o's GPUs running one replica of service s, variant v (integer)
   z[s, v]    service s runs variant v                                                          (binary)
+  m[g]       ceil(spot replicas of spot group g / Z), g = (service, spot offer, variant, on MIG) (integer)
 minimise     sum_o price_o * instances_o
 subject to   sum_{s,v} y[o,p,s,v] <= sum_L count_L(p) * n[o, L]           slices exist (one replica per slice)
              sum y * cap * (1 - haircut_o) >= required_s                  capacity at SLO, peak x (1 + headroom)
+  either (no spot tier: the even-spread approximation)
              sum y * cap * (zone share left if spot, else 1) >= floor_s   one zone's spot capacity lost at once
+  or, with a spot tier (spot.py `spot_tiers`: survive any k zone / instance losses, at most n_k spot replicas):
+             sum y * cap - k sum_g u_g m[g] >= floor_s,  Z m[g] >= sum y[g]   k losses take <= k sum_g ceil(.) u_g
+             sum y[g] * cap >= k u_g m[g]                                  each spot group covers its own losses
+             sum_spot y[., ., s, .] <= n_k                                 so P(<= k losses) >= the target
+             (u_g: the most capacity of s one instance of the group's offer holds, `spot_unit_capacity`;
+             the on-demand tier instead asks sum_od y * cap >= floor_s)
              sum_v z[s, v] = 1, y[., ., s, v] <= M * z[s, v]              one variant (one checkpoint) per service
              gpus_per_instance * k[o] >= sum_L n[o, L]                    instances come whole
              sum GPUs of type g <= quota_g, sum_L n[o, L] <= stock_o      quotas, fleet stock
@@ -23,7 +31,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +40,8 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_matrix
 
 from vlmopt.schemas.catalog import Market
+
+from .spot import SpotTier
 
 WHOLE = "whole"
 
@@ -98,7 +108,9 @@ class Demand:
     service: str
     required_rps: float  # capacity after the spot haircut must reach this: peak x (1 + headroom) (+ extra)
     floor_rps: float = 0.0  # capacity left after one zone's spot capacity goes must reach this: the peak
-    spot_extra_rps: float = 0.0  # more capacity required only if the service runs on spot (over-provisioning)
+    # None: the floor assumes spot capacity evenly spread over zones (zone share). A tier: the floor holds after any
+    # k zone or instance losses, with at most n_k spot replicas, which guarantees the availability target (spot.py).
+    spot_tier: SpotTier | None = None
 
 
 @dataclass
@@ -110,6 +122,7 @@ class Problem:
     quotas: dict[str, int] = field(default_factory=dict)
     single_variant: bool = True
     time_limit_s: float = 60.0
+    mip_rel_gap: float = 1e-6  # HiGHS stops once the best plan is within this fraction of the lower bound
 
 
 @dataclass
@@ -127,27 +140,100 @@ class Solution:
     def ok(self) -> bool:
         return self.status == "optimal"
 
+    @property
+    def has_plan(self) -> bool:
+        """A feasible answer exists: optimal, or the best one found when the time limit struck."""
+        return math.isfinite(self.usd_per_hour)
 
-def _replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[ReplicaOption]) -> int:
-    """Most replicas of one service a cost-minimal solution needs: dropping any replica of a minimal solution
-    breaks a capacity constraint, so it has fewer than need / smallest effective capacity + 1 replicas."""
-    shares = [1 - o.haircut for o in offers] + [o.zone_share for o in offers if o.zone_share > 0]
-    smallest = min(o.capacity_rps for o in options) * max(min(shares), 1e-9)
-    need = max(demand.required_rps + demand.spot_extra_rps, demand.floor_rps)
-    return math.floor(need / smallest) + 1
+
+def _replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[ReplicaOption]) -> tuple[int, int]:
+    """Most (on-demand, spot) replicas of one service's variant a cost-minimal solution needs.
+
+    Dropping a replica never raises the cost, so in a minimal solution dropping any replica breaks some row. If one
+    drop breaks the capacity row, the rest carry less than peak x (1 + headroom): all replicas number fewer than
+    need / smallest effective capacity + 1. Otherwise dropping an on-demand replica breaks the zone row, so the
+    on-demand replicas but one carry less than the peak (a spot tier's spot groups each contribute >= 0 there);
+    spot replicas are within the tier's limit, and under the on-demand tier (spot not in the zone row) dropping a
+    spot replica breaks no row but the capacity row, so spot replicas exist only in the first case."""
+    smallest_cap = min(o.capacity_rps for o in options)
+    tier = demand.spot_tier
+    if tier is None:
+        shares = [1 - o.haircut for o in offers] + [o.zone_share for o in offers if o.zone_share > 0]
+        need = max(demand.required_rps, demand.floor_rps)
+        bound = math.floor(need / (smallest_cap * max(min(shares), 1e-9))) + 1
+        return bound, bound
+    least_left = max(min(1 - o.haircut for o in offers), 1e-9)
+    by_capacity = math.floor(demand.required_rps / (smallest_cap * least_left)) + 1
+    by_floor = math.floor(demand.floor_rps / smallest_cap) + 1
+    spot = tier.max_spot_replicas if tier.events and tier.max_spot_replicas is not None else by_capacity
+    return max(by_capacity, by_floor), spot
+
+
+SpotGroup = tuple[str, str, str, bool]  # (service, spot offer key, variant, on MIG layouts)
+
+
+def spot_group(offer: Offer, option: ReplicaOption) -> SpotGroup:
+    return (option.service, offer.key, option.variant, option.slice != WHOLE)
+
+
+def spot_unit_capacity(problem: Problem) -> dict[SpotGroup, float]:
+    """Spot group -> the most capacity of its service that one instance of the offer can hold: GPUs per instance
+    x (one whole-GPU replica, or the best MIG layout's sum of the service's slice capacities). Whatever
+    `lay_out_gpus` puts on one GPU is no more than that; the availability check counts an instance's GPUs of one
+    layout together."""
+    cap: dict[tuple[str, str, str, str], float] = {}
+    for opt in problem.options:
+        key = (opt.service, opt.variant, opt.gpu, opt.slice)
+        cap[key] = max(cap.get(key, 0.0), opt.capacity_rps)
+    pairs = {(opt.service, opt.variant, opt.gpu) for opt in problem.options if opt.capacity_rps > 0}
+    out: dict[SpotGroup, float] = {}
+    for offer in problem.offers:
+        if offer.market != "spot":
+            continue
+        layouts = [lay for lay in problem.layouts if lay.gpu == offer.gpu]
+        for svc, var, gpu in pairs:
+            if gpu != offer.gpu:
+                continue
+            whole = cap.get((svc, var, gpu, WHOLE), 0.0) if any(not lay.is_mig for lay in layouts) else 0.0
+            mig = max((sum(cap.get((svc, var, gpu, p), 0.0) for p in lay.slices) for lay in layouts if lay.is_mig),
+                      default=0.0)
+            for on_mig, per_gpu in ((False, whole), (True, mig)):
+                if per_gpu > 0:
+                    out[(svc, offer.key, var, on_mig)] = per_gpu * offer.gpus_per_instance
+    return out
+
+
+def useful_layouts(layouts: Sequence[Layout], usable: set[str]) -> list[Layout]:
+    """The layouts worth a column: a layout's slices that no option can use stay idle, so what it offers is its
+    count of usable slices per profile; a layout offering no more than another one (same price: same GPU) is
+    dropped, as is one offering nothing. Exact: any plan on a dropped layout runs as well on the one dominating it."""
+    offered = [(lay, Counter(p for p in lay.slices if p in usable)) for lay in layouts]
+    offered = [(lay, counts) for lay, counts in offered if counts]
+    kept = []
+    for i, (lay, counts) in enumerate(offered):
+        dominated = any(
+            j != i and all(other[p] >= n for p, n in counts.items()) and (other != counts or j < i)
+            for j, (_, other) in enumerate(offered)
+        )
+        if not dominated:
+            kept.append(lay)
+    return kept
 
 
 def solve(problem: Problem) -> Solution:
     started = time.perf_counter()
     offers = {o.key: o for o in problem.offers}
-    layouts_by_gpu: dict[str, list[Layout]] = defaultdict(list)
-    for layout in problem.layouts:
-        layouts_by_gpu[layout.gpu].append(layout)
     demands = {d.service: d for d in problem.demands}
     options_by_gpu: dict[str, list[ReplicaOption]] = defaultdict(list)
     for opt in problem.options:
         if opt.service in demands and opt.capacity_rps > 0:
             options_by_gpu[opt.gpu].append(opt)
+    all_layouts: dict[str, list[Layout]] = defaultdict(list)
+    for layout in problem.layouts:
+        all_layouts[layout.gpu].append(layout)
+    layouts_by_gpu = {
+        gpu: useful_layouts(lays, {o.slice for o in options_by_gpu.get(gpu, [])}) for gpu, lays in all_layouts.items()
+    }
 
     col_cost: list[float] = []
     col_lb: list[float] = []
@@ -171,9 +257,8 @@ def solve(problem: Problem) -> Solution:
     for opt in problem.options:
         if opt.service in demands and opt.capacity_rps > 0:
             options_by_sv[(opt.service, opt.variant)].append(opt)
-    bound_sv = {
-        sv: _replica_bound(problem.offers, demands[sv[0]], opts) for sv, opts in options_by_sv.items()
-    }
+    units = spot_unit_capacity(problem)
+    bound_sv = {sv: _replica_bound(problem.offers, demands[sv[0]], opts) for sv, opts in options_by_sv.items()}
 
     for offer in problem.offers:
         layouts = layouts_by_gpu.get(offer.gpu, [])
@@ -190,7 +275,7 @@ def solve(problem: Problem) -> Solution:
         for opt in options_by_gpu[offer.gpu]:
             if opt.slice not in profiles:
                 continue
-            idx = add_var(_EPS_REPLICA, ub=bound_sv[(opt.service, opt.variant)])
+            idx = add_var(_EPS_REPLICA, ub=bound_sv[(opt.service, opt.variant)][offer.market == "spot"])
             y_idx[(offer.key, opt.slice, opt.service, opt.variant)] = idx
             y_meta[idx] = (offer, opt)
 
@@ -206,13 +291,17 @@ def solve(problem: Problem) -> Solution:
                 for var in sorted(vars_):
                     z_idx[(svc, var)] = add_var(0.0, ub=1.0)
 
-    # u[s] = 1 when service s runs any replica on spot; only needed where spot over-provisioning is asked for.
-    u_idx: dict[str, int] = {}
-    for svc, demand in demands.items():
-        if demand.spot_extra_rps > 0 and any(
-            y_meta[i][0].market == "spot" for (_, _, s_, _), i in y_idx.items() if s_ == svc
-        ):
-            u_idx[svc] = add_var(0.0, ub=1.0)
+    # Tiered spot rule: m[s, o, v] >= (spot replicas of s, v on offer o) / Z, integer (see `spot_tiers`).
+    m_idx: dict[SpotGroup, int] = {}
+    y_by_group: dict[SpotGroup, list[int]] = defaultdict(list)
+    for idx, (offer, opt) in y_meta.items():
+        tier = demands[opt.service].spot_tier
+        if tier is None or not tier.events or offer.market != "spot":
+            continue
+        group = spot_group(offer, opt)
+        y_by_group[group].append(idx)
+        if group not in m_idx:
+            m_idx[group] = add_var(0.0, ub=math.ceil(bound_sv[(opt.service, opt.variant)][1] / tier.zones))
 
     rows: list[int] = []
     cols: list[int] = []
@@ -247,29 +336,52 @@ def solve(problem: Problem) -> Solution:
     any_zone_risk = any(o.zone_share < 1 for o in problem.offers)
     for svc, demand in demands.items():
         ys = y_by_service[svc]
-        entries = [(i, y_meta[i][1].capacity_rps * (1 - y_meta[i][0].haircut)) for i in ys]
-        if svc in u_idx:
-            entries.append((u_idx[svc], -demand.spot_extra_rps))
-            spot_ys = [i for i in ys if y_meta[i][0].market == "spot"]
-            bound = sum(bound_sv[(y_meta[i][1].service, y_meta[i][1].variant)] for i in spot_ys)
-            add_row([(i, 1.0) for i in spot_ys] + [(u_idx[svc], -float(bound))], -np.inf, 0.0)
-        add_row(entries, demand.required_rps, np.inf)
-        if any_zone_risk and demand.floor_rps > 0:
-            add_row(
-                [(i, y_meta[i][1].capacity_rps * y_meta[i][0].zone_share) for i in ys],
-                demand.floor_rps,
-                np.inf,
-            )
+        add_row([(i, y_meta[i][1].capacity_rps * (1 - y_meta[i][0].haircut)) for i in ys], demand.required_rps, np.inf)
+        tier = demand.spot_tier
+        spot_ys = [i for i in ys if y_meta[i][0].market == "spot"]
+        if tier is None:
+            if any_zone_risk and demand.floor_rps > 0:
+                add_row(
+                    [(i, y_meta[i][1].capacity_rps * y_meta[i][0].zone_share) for i in ys],
+                    demand.floor_rps,
+                    np.inf,
+                )
+            continue
+        if not spot_ys:
+            continue  # on-demand only: the capacity row already carries peak x (1 + headroom) >= the floor
+        # spot counts in full here; the m terms take off what k zone / instance losses can take away
+        entries = [(i, y_meta[i][1].capacity_rps) for i in ys if tier.events or y_meta[i][0].market != "spot"]
+        for group, midx in m_idx.items():
+            if group[0] == svc:
+                entries.append((midx, -(tier.events or 0) * units[group]))
+        if demand.floor_rps > 0:
+            add_row(entries, demand.floor_rps, np.inf)
+        if tier.max_spot_replicas is not None:
+            add_row([(i, 1.0) for i in spot_ys], -np.inf, float(tier.max_spot_replicas))
+    for key, midx in m_idx.items():
+        tier = demands[key[0]].spot_tier
+        assert tier is not None and tier.events
+        ys = y_by_group[key]
+        add_row([(i, -1.0) for i in ys] + [(midx, float(tier.zones))], 0.0, np.inf)
+        # Each spot group carries its own worst-case loss (its zone-row contribution is >= 0): spot whose instance
+        # holds far more than one replica (a MIG GPU, an 8-GPU instance) then cannot serve as bare headroom.
+        add_row([(i, y_meta[i][1].capacity_rps) for i in ys] + [(midx, -tier.events * units[key])], 0.0, np.inf)
 
     # One variant per service.
+    y_by_sv: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for (_, _, svc, var), idx in y_idx.items():
+        y_by_sv[(svc, var)].append(idx)
     if problem.single_variant:
         for svc, vars_ in variants_of.items():
             if len(vars_) <= 1:
                 continue
             add_row([(z_idx[(svc, v)], 1.0) for v in vars_], 1.0, 1.0)
             for var in vars_:
-                ys = [i for (_, _, s, v), i in y_idx.items() if s == svc and v == var]
-                add_row([(i, 1.0) for i in ys] + [(z_idx[(svc, var)], -float(bound_sv[(svc, var)]))], -np.inf, 0.0)
+                for on_spot in (False, True):
+                    ys = [i for i in y_by_sv[(svc, var)] if (y_meta[i][0].market == "spot") == on_spot]
+                    if ys:
+                        bound = float(bound_sv[(svc, var)][on_spot])
+                        add_row([(i, 1.0) for i in ys] + [(z_idx[(svc, var)], -bound)], -np.inf, 0.0)
 
     # Whole instances.
     for okey, kidx in k_idx.items():
@@ -314,10 +426,14 @@ def solve(problem: Problem) -> Solution:
         constraints=constraints,
         integrality=np.array(col_int),
         bounds=Bounds(np.array(col_lb), np.array(col_ub)),
-        options={"time_limit": problem.time_limit_s, "mip_rel_gap": 1e-6, "disp": False},
+        options={"time_limit": problem.time_limit_s, "mip_rel_gap": problem.mip_rel_gap, "disp": False},
     )
     stats["solve_seconds"] = round(time.perf_counter() - started, 4)
     stats["highs_status"] = int(result.status)
+    stats["mip_rel_gap_tolerance"] = problem.mip_rel_gap
+    gap = getattr(result, "mip_gap", None)
+    if gap is not None and math.isfinite(gap):
+        stats["mip_gap"] = round(float(gap), 6)
     if result.status == 2:
         return Solution("infeasible", "the mixed-integer program has no feasible solution", stats=stats)
     if result.x is None:

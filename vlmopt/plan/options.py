@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from vlmopt.hw.models import ModelArch
@@ -89,8 +90,9 @@ class OptionEval:
     slice: str
     fit: memory.MemoryFit
     capacity: perf.Capacity
-    server_args: ServerArgs | None
     max_batch: int
+    # What the vLLM arguments are built from; they are built on first use (only chosen replicas need them).
+    args_inputs: tuple[Service, VariantChoice, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def usable(self) -> bool:
@@ -101,6 +103,13 @@ class OptionEval:
         if not self.fit.fits:
             return self.fit.reason or "does not fit"
         return self.capacity.reason
+
+    @cached_property
+    def server_args(self) -> ServerArgs | None:
+        if self.args_inputs is None:
+            return None
+        service, variant, batched = self.args_inputs
+        return server_args_for(service, variant, self.slice, self.fit, self.max_batch, batched)
 
 
 def server_args_for(
@@ -141,6 +150,95 @@ def _same_shape(profile: BenchmarkProfile, arch: ModelArch, shape: perf.RequestS
     return all(abs(a - b) <= SHAPE_TOLERANCE * max(b, 1) for a, b in pairs)
 
 
+@dataclass(frozen=True)
+class OptionRequest:
+    """One (service, variant, GPU, slice) to evaluate, with the measured profiles that may stand for it."""
+
+    service: Service
+    arch: ModelArch
+    variant: VariantChoice
+    gpu: GpuSpec
+    slice: str
+    measured: Sequence[tuple[str, BenchmarkProfile]] = ()
+
+
+def evaluate_options(requests: Sequence[OptionRequest], efficiency: perf.Efficiency) -> list[OptionEval]:
+    """Memory fit, capacity at the SLO (measured where a profile matches, else the roofline) and vLLM arguments for
+    many options. Services of the same shape share their memory fits and model costs, and every roofline capacity
+    is found in one vectorised bisection (perf.estimate_capacities)."""
+    shares: dict[tuple[str, str], perf.DeviceShare] = {}
+    shapes: dict[int, perf.RequestShape] = {}
+    fits: dict[tuple, memory.MemoryFit] = {}
+    costs: dict[tuple, perf.ModelCost] = {}
+    provenances: dict[tuple[str, str, str], Provenance] = {}
+    slos: dict[int, dict[str, float]] = {}
+    prepared = []
+    queries: list[perf.CapacityQuery] = []
+    for r in requests:
+        if (r.gpu.id, r.slice) not in shares:
+            shares[(r.gpu.id, r.slice)] = share_of(r.gpu, r.slice)[0]
+        share = shares[(r.gpu.id, r.slice)]
+        if id(r.service) not in shapes:
+            shapes[id(r.service)] = service_shape(r.arch, r.service)
+            slos[id(r.service)] = r.service.slo.as_dict()
+        shape, slo = shapes[id(r.service)], slos[id(r.service)]
+        batched = max_num_batched_tokens(share.memory_gib, shape)
+        fit_key = (r.arch.name, r.variant.scheme, r.variant.bytes_on_disk, share.memory_gib, r.service.max_model_len,
+                   batched, shape.max_context)
+        if fit_key not in fits:
+            fits[fit_key] = memory.fit_memory(
+                r.arch,
+                r.variant.scheme,
+                share.memory_gib,
+                r.service.max_model_len,
+                gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+                bytes_on_disk=r.variant.bytes_on_disk,
+                max_num_batched_tokens=batched,
+                expected_tokens_per_seq=shape.max_context,
+            )
+        fit = fits[fit_key]
+        prov_key = (r.gpu.id, r.slice, r.variant.scheme)
+        if prov_key not in provenances:
+            provenances[prov_key] = Provenance(
+                kind="estimated",
+                source=f"vlmopt roofline ({efficiency.source}: bandwidth x{efficiency.bandwidth:.2f}, "
+                f"compute x{efficiency.compute:.2f})",
+                detail=f"{r.gpu.id} {r.slice}, {r.variant.scheme}",
+            )
+        prov = provenances[prov_key]
+        if not fit.fits:
+            prepared.append((r, fit, None, 0, batched, perf.Capacity(0.0, False, prov, reason=fit.reason)))
+            continue
+        max_batch = max(1, min(fit.max_num_seqs_suggestion, MAX_NUM_SEQS_CAP))
+        kv_seqs = fit.kv_token_capacity / max(shape.max_context, 1)
+        cost_key = (r.arch.name, r.variant.scheme, r.variant.bytes_on_disk, r.gpu.id)
+        if cost_key not in costs:
+            costs[cost_key] = model_cost(r.arch, r.variant, r.gpu)
+        prepared.append((r, fit, len(queries), max_batch, batched, None))
+        queries.append(perf.CapacityQuery(costs[cost_key], shape, share, slo, min(max_batch, kv_seqs), prov))
+    estimated = perf.estimate_capacities(queries, efficiency)
+    out = []
+    for r, fit, q, max_batch, batched, capacity in prepared:
+        if q is None:
+            out.append(OptionEval(r.service.name, r.variant.name, r.gpu.id, r.slice, fit, capacity, 0))
+            continue
+        capacity = estimated[q]
+        shape, slo = shapes[id(r.service)], slos[id(r.service)]
+        for source, profile in r.measured:
+            if _same_shape(profile, r.arch, shape):
+                m = perf.measured_capacity(profile, slo, source)
+                capacity = perf.Capacity(
+                    m.capacity_rps, m.meets_slo, m.provenance, at_capacity=capacity.at_capacity,
+                    at_zero_load=capacity.at_zero_load, reason=m.reason or capacity.reason,
+                    binding_key=capacity.binding_key,
+                    extra={"estimated_capacity_rps": capacity.capacity_rps},
+                )
+                break
+        out.append(OptionEval(r.service.name, r.variant.name, r.gpu.id, r.slice, fit, capacity, max_batch,
+                              (r.service, r.variant, batched)))
+    return out
+
+
 def evaluate_option(
     service: Service,
     arch: ModelArch,
@@ -150,56 +248,19 @@ def evaluate_option(
     efficiency: perf.Efficiency,
     measured: Sequence[tuple[str, BenchmarkProfile]] = (),
 ) -> OptionEval:
-    share, _ = share_of(gpu, slice_name)
-    shape = service_shape(arch, service)
-    batched = max_num_batched_tokens(share.memory_gib, shape)
-    fit = memory.fit_memory(
-        arch,
-        variant.scheme,
-        share.memory_gib,
-        service.max_model_len,
-        gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-        bytes_on_disk=variant.bytes_on_disk,
-        max_num_batched_tokens=batched,
-        expected_tokens_per_seq=shape.max_context,
-    )
-    slo = service.slo.as_dict()
-    est_prov = Provenance(
-        kind="estimated",
-        source=f"vlmopt roofline ({efficiency.source}: bandwidth x{efficiency.bandwidth:.2f}, "
-        f"compute x{efficiency.compute:.2f})",
-        detail=f"{gpu.id} {slice_name}, {variant.scheme}",
-    )
-    if not fit.fits:
-        cap = perf.Capacity(0.0, False, est_prov, reason=fit.reason)
-        return OptionEval(service.name, variant.name, gpu.id, slice_name, fit, cap, None, 0)
-    max_batch = max(1, min(fit.max_num_seqs_suggestion, MAX_NUM_SEQS_CAP))
-    kv_seqs = fit.kv_token_capacity / max(shape.max_context, 1)
-    cost = model_cost(arch, variant, gpu)
-    capacity = perf.estimate_capacity(cost, shape, share, efficiency, slo, min(max_batch, kv_seqs), est_prov)
-    for source, profile in measured:
-        if _same_shape(profile, arch, shape):
-            m = perf.measured_capacity(profile, slo, source)
-            capacity = perf.Capacity(
-                m.capacity_rps, m.meets_slo, m.provenance, at_capacity=capacity.at_capacity,
-                at_zero_load=capacity.at_zero_load, reason=m.reason or capacity.reason,
-                binding_key=capacity.binding_key,
-                extra={"estimated_capacity_rps": capacity.capacity_rps},
-            )
-            break
-    args = server_args_for(service, variant, slice_name, fit, max_batch, batched)
-    return OptionEval(service.name, variant.name, gpu.id, slice_name, fit, capacity, args, max_batch)
+    return evaluate_options([OptionRequest(service, arch, variant, gpu, slice_name, measured)], efficiency)[0]
 
 
 def index_profiles(
     profiles: Mapping[str, BenchmarkProfile], gpu_ids: set[str]
 ) -> dict[tuple[str, str, str], list[tuple[str, BenchmarkProfile]]]:
-    """Measured profiles by (variant, catalog GPU id, slice); profiles on devices outside the catalog (a CPU, say)
-    cannot stand for a catalog GPU and are left out here (the planner lists them as unused inputs)."""
+    """Measured profiles by (variant, catalog device id, slice). A profile counts only for the catalog entry its
+    device was matched to (`device.catalog_id`); a CPU profile counts only where the catalog has an entry for that
+    CPU (as `vlmopt demo` adds for its local plan). Others are listed as unused inputs."""
     out: dict[tuple[str, str, str], list[tuple[str, BenchmarkProfile]]] = {}
     for source, p in profiles.items():
         gpu = p.device.catalog_id
-        if p.device.kind != "gpu" or gpu not in gpu_ids or p.device.count != 1:
+        if gpu not in gpu_ids or p.device.count != 1:
             continue
         out.setdefault((p.variant, gpu, p.device.mig_profile or WHOLE), []).append((source, p))
     return out

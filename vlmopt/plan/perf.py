@@ -165,28 +165,81 @@ def decode_step_seconds(
     return max(memory, compute)
 
 
-def decode_batch(
-    cost: ModelCost, shape: RequestShape, share: DeviceShare, eff: Efficiency, free: float, tokens_per_s: float
-) -> float | None:
-    """Mean decode batch b with b x free / t(b) = tokens_per_s, t(b) = max(a + k_m b, k_c b); None if no b can.
+@dataclass(frozen=True)
+class _Coefficients:
+    """Per replica, the few numbers the latency model needs (arrays, one entry per replica option)."""
 
-    Closed form: below the crossover b* = a / (k_c - k_m) the step is memory bound and the balance is linear in b;
-    above it the rate is pinned at free / k_c, so a demand at or beyond that is unsustainable."""
-    bw = share.bandwidth_gbs * 1e9 * eff.bandwidth
-    a = cost.decode_weight_bytes / bw
-    k_m = shape.mean_context * cost.kv_bytes_per_token / bw
-    k_c = 2 * cost.lm_params / (share.flops_per_s(cost.compute_dtype) * eff.compute)
-    if tokens_per_s <= 0:
-        return 0.0
-    if tokens_per_s * max(k_m, k_c) >= free:
-        return None
-    return tokens_per_s * a / (free - tokens_per_s * k_m)
+    prefill_s: np.ndarray  # P: prefill + vision seconds per request
+    step_base_s: np.ndarray  # a: one decode step's weight reads
+    step_per_seq_memory_s: np.ndarray  # k_m: KV reads per sequence in the batch
+    step_per_seq_compute_s: np.ndarray  # k_c: matmul time per sequence in the batch
+    output_tokens: np.ndarray
+    max_batch: np.ndarray
+
+    @classmethod
+    def of(cls, items: Sequence[tuple[ModelCost, RequestShape, DeviceShare, float]], eff: Efficiency) -> _Coefficients:
+        rows = []
+        for cost, shape, share, max_batch in items:
+            bw = share.bandwidth_gbs * 1e9 * eff.bandwidth
+            flops = share.flops_per_s(cost.compute_dtype) * eff.compute
+            rows.append((
+                prefill_seconds(cost, shape, share, eff),
+                cost.decode_weight_bytes / bw,
+                shape.mean_context * cost.kv_bytes_per_token / bw,
+                2 * cost.lm_params / flops,
+                float(shape.output_tokens),
+                float(max_batch),
+            ))
+        cols = np.array(rows, dtype=float).reshape(len(rows), 6).T
+        return cls(*cols)
 
 
-def _wait_quantile(rho: float, mean_wait: float, q: float) -> float:
-    if rho <= 0 or mean_wait <= 0 or rho <= 1 - q:
-        return 0.0
-    return (mean_wait / rho) * math.log(rho / (1 - q))
+def _wait_quantiles(rho: np.ndarray, mean_wait: np.ndarray, q: float) -> np.ndarray:
+    """Exponential tail of the M/D/1 wait: P(W > t) ~ rho exp(-t rho / mean wait), 0 below the atom at zero."""
+    positive = (rho > 1 - q) & (mean_wait > 0) & (rho > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(positive, (mean_wait / rho) * np.log(rho / (1 - q)), 0.0)
+
+
+def _predict_many(c: _Coefficients, rate: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The queueing model of the module docstring for many replicas at once: (sustainable mask, latencies ms)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rho = rate * c.prefill_s
+        free = 1 - rho
+        tokens_per_s = rate * c.output_tokens
+        # Mean decode batch b with b x free / t(b) = tokens/s, t(b) = max(a + k_m b, k_c b): closed form below the
+        # compute-bound crossover; at or beyond free / max(k_m, k_c) tokens/s no batch can keep up.
+        batch = np.where(
+            tokens_per_s > 0, tokens_per_s * c.step_base_s / (free - tokens_per_s * c.step_per_seq_memory_s), 0.0
+        )
+        feasible = (tokens_per_s * np.maximum(c.step_per_seq_memory_s, c.step_per_seq_compute_s) < free) | (
+            tokens_per_s <= 0)
+        ok = (rho < 1) & feasible & (batch <= c.max_batch)
+        step = np.maximum(c.step_base_s + c.step_per_seq_memory_s * batch, c.step_per_seq_compute_s * batch)
+        batch95 = np.minimum(c.max_batch, batch + Z_95 * np.sqrt(np.maximum(batch, 0.0)))
+        step95 = np.maximum(c.step_base_s + c.step_per_seq_memory_s * batch95, c.step_per_seq_compute_s * batch95)
+        mean_wait = rho * c.prefill_s / (2 * free)
+        ttft50 = c.prefill_s + step + _wait_quantiles(rho, mean_wait, 0.5)
+        ttft95 = c.prefill_s + step + _wait_quantiles(rho, mean_wait, 0.95)
+        tpot50 = step / free
+        tpot95 = step95 / free
+        tail = np.maximum(c.output_tokens - 1, 0)
+        out = {
+            "rate_rps": np.broadcast_to(rate, rho.shape).astype(float),
+            "batch": batch,
+            "prefill_utilisation": rho,
+            "ttft_p50_ms": ttft50 * 1e3,
+            "ttft_p95_ms": ttft95 * 1e3,
+            "tpot_p50_ms": tpot50 * 1e3,
+            "tpot_p95_ms": tpot95 * 1e3,
+            "e2el_p50_ms": (ttft50 + tail * tpot50) * 1e3,
+            "e2el_p95_ms": (ttft95 + tail * tpot95) * 1e3,
+        }
+    return ok, out
+
+
+def _prediction_at(values: dict[str, np.ndarray], i: int) -> Prediction:
+    return Prediction(**{k: float(v[i]) for k, v in values.items()})
 
 
 def predict(
@@ -198,35 +251,8 @@ def predict(
     max_batch: float,
 ) -> Prediction | None:
     """Latency percentiles at Poisson arrival rate `rate_rps`; None when the replica cannot sustain that rate."""
-    p = prefill_seconds(cost, shape, share, eff)
-    rho = rate_rps * p
-    if rho >= 1:
-        return None
-    free = 1 - rho
-    tokens_per_s = rate_rps * shape.output_tokens
-
-    batch = decode_batch(cost, shape, share, eff, free, tokens_per_s)
-    if batch is None or batch > max_batch:
-        return None
-    step = decode_step_seconds(cost, shape, share, eff, batch)
-    step95 = decode_step_seconds(cost, shape, share, eff, min(max_batch, batch + Z_95 * math.sqrt(batch)))
-    mean_wait = rho * p / (2 * free)
-    ttft50 = p + step + _wait_quantile(rho, mean_wait, 0.5)
-    ttft95 = p + step + _wait_quantile(rho, mean_wait, 0.95)
-    tpot50 = step / free
-    tpot95 = step95 / free
-    tail = max(shape.output_tokens - 1, 0)
-    return Prediction(
-        rate_rps=rate_rps,
-        batch=batch,
-        prefill_utilisation=rho,
-        ttft_p50_ms=ttft50 * 1e3,
-        ttft_p95_ms=ttft95 * 1e3,
-        tpot_p50_ms=tpot50 * 1e3,
-        tpot_p95_ms=tpot95 * 1e3,
-        e2el_p50_ms=(ttft50 + tail * tpot50) * 1e3,
-        e2el_p95_ms=(ttft95 + tail * tpot95) * 1e3,
-    )
+    ok, values = _predict_many(_Coefficients.of([(cost, shape, share, max_batch)], eff), np.array([rate_rps]))
+    return _prediction_at(values, 0) if ok[0] else None
 
 
 def meets(prediction: Prediction, slo: dict[str, float]) -> bool:
@@ -247,6 +273,74 @@ class Capacity:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CapacityQuery:
+    """One replica option whose capacity at the SLO `estimate_capacities` finds."""
+
+    cost: ModelCost
+    shape: RequestShape
+    share: DeviceShare
+    slo: dict[str, float]
+    max_batch: float
+    provenance: Provenance
+
+
+_BISECTION_TOLERANCE = 1e-4  # relative width of the final rate bracket
+
+
+def estimate_capacities(queries: Sequence[CapacityQuery], eff: Efficiency) -> list[Capacity]:
+    """Capacity at the SLO of many replica options at once: the bisection on the rate runs on arrays (numpy), every
+    option with its own bracket, so that planning a large workload evaluates thousands of options in milliseconds."""
+    out: list[Capacity | None] = [None] * len(queries)
+    todo = []
+    for i, q in enumerate(queries):
+        if q.max_batch < 1:
+            out[i] = Capacity(0.0, False, q.provenance, reason="not even one request fits the KV cache")
+        else:
+            todo.append(i)
+    if todo:
+        chosen = [queries[i] for i in todo]
+        coef = _Coefficients.of([(q.cost, q.shape, q.share, q.max_batch) for q in chosen], eff)
+        limit = np.array([[q.slo.get(k, np.inf) for k in SLO_KEYS] for q in chosen], dtype=float).reshape(-1, 5)
+
+        def meeting(ok: np.ndarray, values: dict[str, np.ndarray]) -> np.ndarray:
+            met = ok.copy()
+            for j, key in enumerate(SLO_KEYS):
+                met &= values[key] <= limit[:, j]
+            return met
+
+        idle_ok, idle = _predict_many(coef, np.full(len(chosen), 1e-9))
+        assert idle_ok.all()
+        searching = meeting(idle_ok, idle)
+        lo = np.zeros(len(chosen))
+        hi = 1.0 / coef.prefill_s
+        active = searching & (hi - lo > _BISECTION_TOLERANCE * hi)
+        while active.any():
+            mid = (lo + hi) / 2
+            met = meeting(*_predict_many(coef, mid))
+            lo = np.where(active & met, mid, lo)
+            hi = np.where(active & ~met, mid, hi)
+            active &= hi - lo > _BISECTION_TOLERANCE * hi
+        at_ok, at = _predict_many(coef, np.where(lo > 0, lo, 1e-9))
+        over_ok, over = _predict_many(coef, hi * 1.0001)
+        for j, i in enumerate(todo):
+            q = chosen[j]
+            idle_pred = _prediction_at(idle, j)
+            if not searching[j]:
+                key = next(k for k, v in q.slo.items() if idle_pred.value(k) > v)
+                reason = f"{key} is {idle_pred.value(key):.0f} ms at zero load > SLO {q.slo[key]:.0f} ms"
+                out[i] = Capacity(0.0, False, q.provenance, at_zero_load=idle_pred, binding_key=key, reason=reason)
+                continue
+            binding = "throughput"
+            if over_ok[j]:
+                binding = next((k for k, v in q.slo.items() if float(over[k][j]) > v), "throughput")
+            capacity = float(lo[j])
+            at_cap = _prediction_at(at, j) if capacity > 0 and at_ok[j] else idle_pred
+            out[i] = Capacity(capacity, capacity > 0, q.provenance, at_capacity=at_cap, at_zero_load=idle_pred,
+                              binding_key=binding)
+    return out  # type: ignore[return-value]
+
+
 def estimate_capacity(
     cost: ModelCost,
     shape: RequestShape,
@@ -256,37 +350,7 @@ def estimate_capacity(
     max_batch: float,
     provenance: Provenance,
 ) -> Capacity:
-    if max_batch < 1:
-        return Capacity(0.0, False, provenance, reason="not even one request fits the KV cache")
-    idle = predict(cost, shape, share, eff, 1e-9, max_batch)
-    assert idle is not None
-    failing = [k for k, v in slo.items() if idle.value(k) > v]
-    if failing:
-        key = failing[0]
-        return Capacity(
-            0.0,
-            False,
-            provenance,
-            at_zero_load=idle,
-            binding_key=key,
-            reason=f"{key} is {idle.value(key):.0f} ms at zero load > SLO {slo[key]:.0f} ms",
-        )
-    lo, hi = 0.0, 1.0 / prefill_seconds(cost, shape, share, eff)
-    while hi - lo > 1e-4 * hi:
-        mid = (lo + hi) / 2
-        pred = predict(cost, shape, share, eff, mid, max_batch)
-        if pred is not None and meets(pred, slo):
-            lo = mid
-        else:
-            hi = mid
-    at_cap = predict(cost, shape, share, eff, lo, max_batch) if lo > 0 else idle
-    binding = None
-    over = predict(cost, shape, share, eff, hi * 1.0001, max_batch)
-    if over is None:
-        binding = "throughput"
-    else:
-        binding = next((k for k, v in slo.items() if over.value(k) > v), "throughput")
-    return Capacity(lo, lo > 0, provenance, at_capacity=at_cap, at_zero_load=idle, binding_key=binding)
+    return estimate_capacities([CapacityQuery(cost, shape, share, slo, max_batch, provenance)], eff)[0]
 
 
 def measured_capacity(profile: BenchmarkProfile, slo: dict[str, float], source: str) -> Capacity:

@@ -118,6 +118,67 @@ def availability(
     return min(1.0, total)
 
 
+def prob_at_most_events(k: int, zones: int, p_zone: float, instances: int, p_instance: float) -> float:
+    """P(at most k of the independent loss events happen): Z zone losses (each p_zone) and n instance
+    interruptions (each p_instance)."""
+    def binom_pmf(n: int, j: int, p: float) -> float:
+        return math.comb(n, j) * p**j * (1 - p) ** (n - j)
+
+    total = 0.0
+    for j in range(min(k, zones) + 1):
+        total += binom_pmf(zones, j, p_zone) * sum(binom_pmf(instances, i, p_instance)
+                                                  for i in range(min(k - j, instances) + 1))
+    return min(1.0, total)
+
+
+@dataclass(frozen=True)
+class SpotTier:
+    """A rule the planner's MILP enforces per service that guarantees the availability target (`spot_tiers`).
+
+    events: k, how many loss events at once (one zone's spot capacity, one spot instance) the capacity must
+    survive; None: spot capacity does not count towards the peak at all (on-demand carries it alone).
+    max_spot_replicas: n_k, the most spot replicas for which P(at most k events) >= the target.
+    zones: Z, the zones spot replicas are spread over."""
+
+    events: int | None
+    max_spot_replicas: int | None
+    zones: int = 1
+
+
+def spot_tiers(target: float, assumptions: SpotAssumptions, p_instance: float, limit: int = 4096) -> list[SpotTier]:
+    """The tiers a service may use, least conservative first; the last is always the on-demand tier.
+
+    Why a tier guarantees the target (docs/cost-model.md §2). The exact model (`availability`) spreads a service's
+    spot instances over Z zones round-robin, largest first. Group them (by offer and variant): n_g instances in
+    group g, each holding at most u_g of the service's capacity. Then the largest zone holds at most
+    sum_g ceil(n_g / Z) u_g: charge zone 0's i-th instance (i >= 1) to an instance of the block of Z positions
+    before it (all at least as large); blocks are disjoint, and by Hall's theorem the charges can be spread so that
+    group g takes at most ceil(n_g / Z) of them, as any set of blocks holds Z instances per block. One instance
+    holds at most as much as the largest zone (it sits in zone 0). So any k events take at most k times that, and
+
+        on-demand + spot - k sum_g ceil(n_g / Z) u_g >= peak
+
+    (linear with an integer m_g >= n_g / Z; the MILP counts replicas, at least as many as instances) keeps the peak
+    served whenever at most k events happen. With at most n_k spot instances, P(at most k events) >= target, and
+    the exact availability, which also counts the states where more events happen but capacity is left over, is at
+    least that. For k >= Z the rule leaves spot nothing to count (sum_g ceil(n_g/Z) u_g >= S/Z), so the tiers stop
+    there and the on-demand tier takes over: on-demand >= peak, spot replicas unlimited (availability 1).
+    """
+    p_zone = zone_unavailability(assumptions)
+    zones = assumptions.zones
+    tiers: list[SpotTier] = []
+    for k in range(1, zones):
+        n = 0
+        while n < limit and prob_at_most_events(k, zones, p_zone, n + 1, p_instance) >= target:
+            n += 1
+        if n >= 1:
+            tiers.append(SpotTier(k, n, zones))
+        if n >= limit:
+            break
+    tiers.append(SpotTier(None, None, zones))
+    return tiers
+
+
 @dataclass(frozen=True)
 class SpotCost:
     """Hourly cost of a mix: as priced, expected with on-demand fallback while spot is down, and the worst case."""
@@ -166,8 +227,8 @@ def choose_spot_mix(
 ) -> SpotMix | None:
     """Cheapest (on-demand floor, spot count) of one replica type meeting `target` availability at `demand_rps`.
 
-    Exhaustive over counts up to `max_replicas`; the planner's MILP uses the linear form of the same rules
-    (haircut + zone-loss floor) and checks its answer with `availability`.
+    Exhaustive over counts up to `max_replicas`, for one replica type; the planner's MILP instead enforces a
+    `spot_tiers` rule, linear and sufficient for the target, and reports `availability` of its answer.
     """
     if replica_rps <= 0:
         raise ValueError("replica_rps must be positive")

@@ -1,0 +1,58 @@
+"""The planner on a large workload plans in a bounded number of MILP solves, and the availability it promises
+holds: the spot tiers (spot.py) are in the MILP, so no re-solve loop chases the target. Not a timing test: the
+times are in docs/plan.md (scripts/bench_planner_scaling.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlmopt.hw.catalog import load_gpu_catalog
+from vlmopt.paths import profiles_dir
+from vlmopt.plan import planner
+from vlmopt.plan.synthetic import scaling_workload, synthetic_prices
+from vlmopt.schemas.catalog import PriceCatalog
+from vlmopt.schemas.common import load_model
+from vlmopt.schemas.workload import Workload
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def gpu_catalog():
+    return load_gpu_catalog()
+
+
+def test_fifty_services_plan_in_bounded_solves_and_meet_availability(gpu_catalog) -> None:
+    wl = scaling_workload(50)
+    plan = planner.make_plan(wl, gpu_catalog=gpu_catalog, price_catalog=synthetic_prices(gpu_catalog))
+    solver = plan.solver
+    assert solver["availability_rounds"] <= planner.MAX_AVAILABILITY_ROUNDS
+    # the full plan's rounds, plus one solve per lever-off step (no spot there, so no tiers): baseline,
+    # +quantization, +MIG packing
+    assert solver["milp_solves"] <= planner.MAX_AVAILABILITY_ROUNDS + 3
+    assert "pruning" in solver and "time limit" in solver["lever_attribution"]
+    assert len(plan.services) == 50
+    for svc in plan.services:
+        assert svc.availability >= plan.availability_target, svc.service
+        assert svc.provided_rps >= svc.required_rps - 1e-6, svc.service
+    assert any(g.market == "spot" for g in plan.node_groups)
+    assert any(g.gpu_layout.mig_layout for g in plan.node_groups)
+    assert sum(g.usd_per_hour for g in plan.node_groups) == pytest.approx(plan.cost.usd_per_hour, rel=1e-6)
+    assert plan.baseline is not None and plan.cost.usd_per_hour <= plan.baseline.cost.usd_per_hour
+
+
+def test_a_service_at_its_spot_limit_gets_a_second_round_with_the_next_tier(gpu_catalog) -> None:
+    """At 0.9999 the first tier allows 3 spot replicas (surviving one loss); a 40 req/s service on L4s wants more,
+    so round 2 tries the second tier (25 replicas, surviving two losses) and keeps it, being cheaper."""
+    wl = Workload(name="many-l4", services=[{
+        "name": "a", "model": "qwen2.5-vl-7b", "peak_rps": 40, "input_tokens": 256, "output_tokens": 128,
+        "slo": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50}}])
+    wl.constraints.gpus = ["l4-24gb"]
+    prices = load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+    plan = planner.make_plan(wl, gpu_catalog=gpu_catalog, price_catalog=prices, availability=0.9999,
+                             attribute_levers=False)
+    assert plan.solver["availability_rounds"] == 2
+    spot_gpus = sum(g.instances * g.gpus_per_instance for g in plan.node_groups if g.market == "spot")
+    assert spot_gpus > 3
+    assert plan.services[0].availability >= 0.9999
+    assert any("any 2 loss(es)" in line for line in plan.binding_constraints)
