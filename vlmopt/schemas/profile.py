@@ -68,7 +68,9 @@ class DeviceInfo(StrictModel):
 
     def slug(self) -> str:
         base = self.catalog_id or self.name
-        base = base.lower().replace(" ", "-").replace("/", "-")
+        # File-name safe on every OS: endpoint URLs and CPU names carry ':', '/', '(' and the like.
+        base = "".join(c if c.isalnum() or c in "-_." else "-" for c in base.lower())
+        base = "-".join(part for part in base.split("-") if part)
         if self.mig_profile:
             base += "-mig-" + self.mig_profile.replace(".", "_")
         return base if self.count == 1 else f"{base}-x{self.count}"
