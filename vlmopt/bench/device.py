@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import os
-import platform
 import re
-from pathlib import Path
 
+from vlmopt.machine import cpu_model_name
 from vlmopt.schemas.profile import DeviceInfo
 
 _MIG_PROFILE = re.compile(r"(\d+g\.\d+gb(?:\+me)?)", re.IGNORECASE)
-
-
-def cpu_model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 def _text(value: object) -> str:

