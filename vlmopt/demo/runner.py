@@ -8,6 +8,7 @@ proof that the stages fit together, not a separate code path. A failure in one b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -72,26 +73,6 @@ class DemoUI(Protocol):
     def bench_progress(self) -> AbstractContextManager[Any]: ...
 
 
-@dataclass
-class _Clock:
-    started: float = 0.0
-
-    def __enter__(self) -> _Clock:
-        import time
-
-        self.started = time.monotonic()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None
-
-    @property
-    def seconds(self) -> float:
-        import time
-
-        return round(time.monotonic() - self.started, 2)
-
-
 class DemoStepFailed(RuntimeError):
     pass
 
@@ -102,8 +83,8 @@ def run_demo(options: DemoOptions, ui: DemoUI) -> DemoSummary:
     summary = DemoSummary(started=utc_now_iso(), out_dir=str(out))
     summary_path = out / "demo-summary.json"
 
-    def record(step: str, status: StepStatus, clock: _Clock, detail: str = "", **outputs: str) -> None:
-        summary.steps.append(StepRecord(step=step, status=status, seconds=clock.seconds, detail=detail,
+    def record(step: str, status: StepStatus, seconds: float, detail: str = "", **outputs: str) -> None:
+        summary.steps.append(StepRecord(step=step, status=status, seconds=round(seconds, 2), detail=detail,
                                         outputs=outputs))
         save_model(summary, summary_path)  # after every step: a crash keeps what was done
 
@@ -116,13 +97,13 @@ def run_demo(options: DemoOptions, ui: DemoUI) -> DemoSummary:
     ]
     for index, (name, function) in enumerate(steps, start=1):
         ui.step(index, name)
-        with _Clock() as clock:
-            try:
-                status, detail, outputs = function(options, out, summary, ui)
-            except DemoStepFailed as exc:
-                status, detail, outputs = "failed", str(exc), {}
-                ui.warn(f"{name} failed: {exc}")
-        record(name, status, clock, detail, **outputs)
+        started = time.monotonic()
+        try:
+            status, detail, outputs = function(options, out, summary, ui)
+        except DemoStepFailed as exc:
+            status, detail, outputs = "failed", str(exc), {}
+            ui.warn(f"{name} failed: {exc}")
+        record(name, status, time.monotonic() - started, detail, **outputs)
         if status == "failed" and name in ("tiny model", "quantize"):
             break  # nothing later can run without a model and its manifest
     ui.step(TOTAL_STEPS, "summary")
