@@ -12,10 +12,15 @@ Two phases per S:
             both clients: chunks/s the client handles.
 The two clients take turns (ABBA order over repeats), against the same server, with the same schedule.
 
-vlmopt's client runs through `vlmopt.bench.loadgen.run_point` (the code path of `vlmopt benchmark`). vLLM's client
+vlmopt's client runs through `vlmopt.bench.loadgen.run_point` on `vlmopt.bench.event_loop` (the code path and
+event loop of `vlmopt benchmark`: uvloop where installed); `vlmopt-asyncio` is the same on plain asyncio. vLLM's client
 is `vllm.benchmarks.lib.endpoint_request_func.async_request_openai_chat_completions` with the session settings and
 the `freeze_gc_heap()` call of `vllm bench serve` (run with the serve env's python); its event receive times are
 rebuilt from start_time + ttft + cumsum(itl), the way vLLM does for its own peak-throughput figure.
+
+With two or more CPUs the zero-work server runs on the last CPU and the clients (and the sleeper below) on the
+others (`--no-pin` lets the scheduler place them): a client sharing a core with a server that writes thousands of
+events per second measures the server's time slices, not itself.
 
 Per run it also records what bounds the tail on a shared machine: the load average, the client process's CPU time
 per event and how often the kernel preempted it (getrusage), the wake-up lateness of an idle sleeper process running
@@ -28,19 +33,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
 import random
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+CLIENTS = ("vlmopt", "vlmopt-asyncio", "vllm")
 
 # One token event as vLLM's OpenAI server writes it (compact JSON), so both clients parse realistic bytes.
 TOKEN_EVENT = (
@@ -100,6 +110,7 @@ def serve(port_file: Path, loop: str) -> None:
     async def stamps(request: web.Request) -> web.Response:
         data = dict(sent)
         sent.clear()
+        gc.collect()  # between runs: whatever the last run left in cycles (see main below)
         return web.json_response(data)
 
     app = web.Application(client_max_size=2**24)
@@ -112,6 +123,13 @@ def serve(port_file: Path, loop: str) -> None:
         site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
         await site.start()
         port_file.write_text(str(site._server.sockets[0].getsockname()[1]))
+        # No garbage collection while clients run: a collection pauses the server for milliseconds, after which it
+        # writes every event that fell due meanwhile in one burst (25-60 events at 256 paced streams, seen in the
+        # per-event delays), and a client must drain such a burst one event after another. That measured the
+        # server's pauses, not the client's per-event cost; `/stamps` (between runs) collects instead.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         await asyncio.Event().wait()
 
     _run_loop(main(), loop)
@@ -163,20 +181,27 @@ async def vllm_client(url: str, streams: int, tokens: int, server_body: dict) ->
     return received
 
 
-def run_client(kind: str, url: str, streams: int, tokens: int, interval_s: float, burst: int, loop: str) -> None:
-    if kind == "vlmopt":
-        sys.path.insert(0, str(REPO))
-        import vlmopt.bench.loadgen  # noqa: F401  (imports are start-up, not per-event cost)
-    else:
-        import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401
-    func = vlmopt_client if kind == "vlmopt" else vllm_client
-    before = resource.getrusage(resource.RUSAGE_SELF)
+def run_client(kind: str, url: str, streams: int, tokens: int, interval_s: float, burst: int, out: Path) -> None:
     server_body = {"vlmopt_interval_s": interval_s, "vlmopt_burst": burst}  # how the zero-work server answers
-    received = _run_loop(func(url, streams, tokens, server_body), loop)
+    if kind == "vllm":
+        import vllm.benchmarks.lib.endpoint_request_func  # noqa: F401  (imports are start-up, not per-event cost)
+
+        main, run, loop = vllm_client(url, streams, tokens, server_body), asyncio.run, "asyncio"
+    else:
+        # vlmopt's client on the loop `vlmopt benchmark` uses (vlmopt-asyncio: the parent set VLMOPT_EVENT_LOOP)
+        sys.path.insert(0, str(REPO))
+        import vlmopt.bench.loadgen  # noqa: F401
+        from vlmopt.bench import event_loop
+
+        main, run, loop = vlmopt_client(url, streams, tokens, server_body), event_loop.run, event_loop.loop_choice()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    received = run(main)
     after = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({"received": received,
-                      "cpu_s": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
-                      "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw}))
+    # A file, not stdout: the result is megabytes, and a pipe an event loop library left non-blocking truncated it
+    # once (uvloop run, 256 unpaced streams).
+    out.write_text(json.dumps({"received": received, "loop": loop,
+                               "cpu_s": after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime,
+                               "involuntary_switches": after.ru_nivcsw - before.ru_nivcsw}))
 
 
 # -- scheduler floor --------------------------------------------------------------------------------------------
@@ -201,21 +226,41 @@ def probe(period_s: float = 0.001) -> None:
 # -- orchestration ------------------------------------------------------------------------------------------------
 
 
+def cpu_split(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    """(server CPUs, client CPUs). Pinned, the zero-work server gets the last CPU and the clients (and the sleeper
+    that measures their floor) the others, as when the client runs on its own host or cores: otherwise the fake
+    server, busy writing thousands of events per second, takes turns with the client on the same core and its
+    time slices land in the client's added latency. Both clients get the same CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return {cpus[-1]}, set(cpus[:-1])
+
+
+def _on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A subprocess preexec_fn that moves the child onto `cpus` (None: leave it where it is)."""
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
 def measure(python: str, kind: str, url: str, streams: int, tokens: int, interval_s: float, burst: int,
-            loop: str) -> dict:
+            client_cpus: set[int] | None = None) -> dict:
     import urllib.request
 
     load_before = os.getloadavg()[0]
-    floor = subprocess.Popen([sys.executable, __file__, "--role", "probe"], stdout=subprocess.PIPE, text=True)
+    floor = subprocess.Popen([sys.executable, __file__, "--role", "probe"], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=_on_cpus(client_cpus))
+    result_file = Path(tempfile.mkdtemp(prefix="vlmopt-ceiling-client-")) / "result.json"
     proc = subprocess.run([python, __file__, "--role", "client", "--client", kind, "--url", url, "--streams",
                            str(streams), "--tokens", str(tokens), "--interval-s", str(interval_s), "--burst",
-                           str(burst), "--client-loop", loop],
-                          capture_output=True, text=True, check=False)
+                           str(burst), "--result-file", str(result_file)],
+                          capture_output=True, text=True, check=False, preexec_fn=_on_cpus(client_cpus),
+                          env=os.environ | ({"VLMOPT_EVENT_LOOP": "asyncio"} if kind == "vlmopt-asyncio" else {}))
     floor.send_signal(signal.SIGTERM)
     floor_stats = json.loads(floor.communicate(timeout=30)[0])
     if proc.returncode != 0:
         raise SystemExit(f"{kind} client failed:\n{proc.stderr[-2000:]}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data = json.loads(result_file.read_text())
+    shutil.rmtree(result_file.parent, ignore_errors=True)
     with urllib.request.urlopen(url + "/stamps", timeout=30) as resp:
         sent = json.loads(resp.read())
     # Steady state: events written after every stream has its first event, so the connection burst at the start
@@ -242,7 +287,7 @@ def measure(python: str, kind: str, url: str, streams: int, tokens: int, interva
     windows = {int(stamp * 100) for stamp, _ in steady_stamped}
     wall = last - first  # first event written -> last event received: client start-up is not counted
     return {
-        "client": kind, "streams": streams, "chunks": len(added), "wall_s": wall,
+        "client": kind, "loop": data["loop"], "streams": streams, "chunks": len(added), "wall_s": wall,
         "chunks_per_s": len(added) / wall, "added_p50_ms": statistics.median(added),
         "added_p99_ms": _p(added, 0.99), "added_max_ms": added[-1], "negative_added": sum(x < 0 for x in added),
         "steady_events": len(steady), "steady_p50_ms": _p(steady, 0.5), "steady_p99_ms": cut,
@@ -257,7 +302,8 @@ def measure(python: str, kind: str, url: str, streams: int, tokens: int, interva
 
 
 def _run_line(r: dict) -> str:
-    return (f"{r['phase']:8s} S={r['streams']:<5d} {r['client']:6s} #{r['repeat']}: {r['chunks_per_s']:7.0f} chunks/s, "
+    return (f"{r['phase']:8s} S={r['streams']:<5d} {r['client']:14s} ({r['loop']}) #{r['repeat']}: "
+            f"{r['chunks_per_s']:7.0f} chunks/s, "
             f"added p50 {r['added_p50_ms']:.2f} p99 {r['added_p99_ms']:.2f} ms, steady p99 {r['steady_p99_ms']:.2f} ms "
             f"(tail in {r['steady_tail_windows_10ms']}/{r['steady_windows_10ms']} 10-ms windows), "
             f"{r['client_cpu_us_per_event']:.1f} us CPU/event, preempted {r['client_involuntary_switches']}x, "
@@ -269,14 +315,15 @@ def _p(ordered: list[float], q: float) -> float:
 
 
 def orchestrate(a: argparse.Namespace) -> int:
-    import tempfile
-
     from vlmopt.bench.server import resolve_serve_python
 
-    pythons = {"vlmopt": sys.executable, "vllm": str(resolve_serve_python())}
+    pythons = {"vlmopt": sys.executable, "vlmopt-asyncio": sys.executable, "vllm": str(resolve_serve_python())}
     port_file = Path(tempfile.mkdtemp(prefix="vlmopt-ceiling-")) / "port"
+    server_cpus, client_cpus = cpu_split(a.pin)
+    print(f"CPUs: server {sorted(server_cpus) if server_cpus else 'any'}, clients and sleeper "
+          f"{sorted(client_cpus) if client_cpus else 'any'}", file=sys.stderr, flush=True)
     server = subprocess.Popen([sys.executable, __file__, "--role", "server", "--port-file", str(port_file),
-                               "--server-loop", a.server_loop])
+                               "--server-loop", a.server_loop], preexec_fn=_on_cpus(server_cpus))
     rows = []
     try:
         deadline = time.monotonic() + 30
@@ -294,8 +341,7 @@ def orchestrate(a: argparse.Namespace) -> int:
                     # Alternate who goes first (ABBA), so neither client always runs right after the other.
                     for kind in a.clients if repeat % 2 == 0 else a.clients[::-1]:
                         row = {"phase": phase, "repeat": repeat,
-                               **measure(pythons[kind], kind, url, streams, tokens, interval, burst,
-                                          a.client_loop if kind == "vlmopt" else "asyncio")}
+                               **measure(pythons[kind], kind, url, streams, tokens, interval, burst, client_cpus)}
                         rows.append(row)
                         print(_run_line(row), file=sys.stderr, flush=True)
     finally:
@@ -357,7 +403,9 @@ def main() -> int:
     parser.add_argument("--role", choices=("orchestrate", "server", "client", "probe"), default="orchestrate")
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[256, 1024])
     parser.add_argument("--phases", type=lambda s: s.split(","), default=["paced", "unpaced"])
-    parser.add_argument("--clients", type=lambda s: s.split(","), default=["vlmopt", "vllm"])
+    parser.add_argument("--clients", type=lambda s: s.split(","), default=["vlmopt", "vllm"],
+                        help=f"of {', '.join(CLIENTS)}; vlmopt runs on the loop `vlmopt benchmark` uses (uvloop where "
+                        "installed), vlmopt-asyncio on plain asyncio, vllm on plain asyncio as vllm bench serve does")
     parser.add_argument("--interval-ms", type=float, default=50.0, help="paced phase: gap between events")
     parser.add_argument("--paced-tokens", type=int, default=60)
     parser.add_argument("--unpaced-tokens", type=int, default=100)
@@ -365,15 +413,16 @@ def main() -> int:
                         help="unpaced phase: events per server write, so that the server outruns both clients")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server-loop", choices=("asyncio", "uvloop"), default="asyncio")
-    parser.add_argument("--client-loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="event loop of vlmopt's client (vLLM's always runs on asyncio, as in vllm bench serve)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="server on the last CPU, clients and sleeper on the others (default; --no-pin: any)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--port-file", type=Path)
-    parser.add_argument("--client", choices=("vlmopt", "vllm"))
+    parser.add_argument("--client", choices=CLIENTS)
     parser.add_argument("--url")
     parser.add_argument("--tokens", type=int)
     parser.add_argument("--interval-s", type=float, default=0.0)
     parser.add_argument("--burst", type=int, default=1)
+    parser.add_argument("--result-file", type=Path)
     a = parser.parse_args()
     if a.role == "server":
         serve(a.port_file, a.server_loop)
@@ -382,12 +431,12 @@ def main() -> int:
         probe()
         return 0
     if a.role == "client":
-        run_client(a.client, a.url, a.streams[0], a.tokens, a.interval_s, a.burst, a.client_loop)
+        run_client(a.client, a.url, a.streams[0], a.tokens, a.interval_s, a.burst, a.result_file)
         return 0
-    bad = [x for x in a.phases if x not in ("paced", "unpaced")] + [x for x in a.clients if x not in ("vlmopt", "vllm")]
+    bad = [x for x in a.phases if x not in ("paced", "unpaced")] + [x for x in a.clients if x not in CLIENTS]
     if bad:
         parser.error(f"unknown phase or client: {', '.join(bad)}")
-    if "uvloop" in (a.client_loop, a.server_loop) and importlib.util.find_spec("uvloop") is None:
+    if a.server_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         parser.error("uvloop is not installed in this env (pip install uvloop)")
     return orchestrate(a)
 

@@ -21,6 +21,7 @@ vLLM's side runs with the serve env's python through `vllm.benchmarks.serve` (`a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -34,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vlmopt.bench.arrivals import LoadSpec
+from vlmopt.bench.profile_writer import requests_path_for
 from vlmopt.bench.runner import BenchOptions, benchmark_target
 from vlmopt.bench.server import VllmServer, resolve_serve_python
 from vlmopt.bench.targets import endpoint_target
@@ -74,7 +76,8 @@ def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argpar
         "--random-mm-bucket-config", "{(56, 56, 1): 1.0}", "--num-prompts", str(a.num_prompts),
         "--max-concurrency", str(a.concurrency), "--temperature", "0", "--ignore-eos",
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--num-warmups", str(a.warmup), "--seed", str(seed),
-        "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
+        "--save-result", "--save-detailed", "--result-dir", str(out.parent), "--result-filename", out.name,
+        "--disable-tqdm",
     ]
     proc = subprocess.run([str(python), "-c", VLLM_DRIVER, json.dumps(args), str(a.pause_s)],
                           capture_output=True, text=True,
@@ -82,7 +85,14 @@ def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argpar
                           check=False)
     if proc.returncode != 0 or not out.exists():
         raise SystemExit(f"vllm bench serve failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    streams = []  # token receive times per request, rebuilt as vLLM does: start + ttft + cumsum(itl)
+    for start, ttft, itl in zip(result["start_times"], result["ttfts"], result["itls"], strict=True):
+        times = [start + ttft]
+        for gap in itl:
+            times.append(times[-1] + gap)
+        streams.append(times)
+    return result | stall_stats(streams)
 
 
 def run_vlmopt(url: str, model: str, model_dir: str | None, a: argparse.Namespace, out: Path) -> dict:
@@ -96,7 +106,19 @@ def run_vlmopt(url: str, model: str, model_dir: str | None, a: argparse.Namespac
         target = type(target)(**{**target.__dict__, "model_path": Path(model_dir)})
     time.sleep(a.pause_s)  # the same idle time before warm-up and measurement as vLLM's side gets
     path = benchmark_target(target, opts)
-    return load_model(BenchmarkProfile, path).points[0].model_dump()
+    point = load_model(BenchmarkProfile, path).points[0].model_dump()
+    requests = requests_path_for(path).read_text().splitlines()
+    return point | stall_stats([json.loads(line)["chunk_times"] for line in requests])
+
+
+def stall_stats(streams: list[list[float]]) -> dict:
+    """How much a run was disturbed by the machine rather than the server's pace: requests whose every token arrived
+    within 5 ms (the client or the API server was not running while the engine generated them) and the longest
+    time in which no token of any request arrived."""
+    coalesced = sum(1 for times in streams if len(times) > 2 and times[-1] - times[0] < 0.005)
+    arrivals = sorted(t for times in streams for t in times)
+    silence = max((b - a for a, b in itertools.pairwise(arrivals)), default=0.0)
+    return {"coalesced_requests": coalesced, "longest_silence_ms": 1000.0 * silence}
 
 
 def compare(url: str, model: str, model_dir: str, a: argparse.Namespace) -> dict:
@@ -114,7 +136,8 @@ def compare(url: str, model: str, model_dir: str, a: argparse.Namespace) -> dict
         for tool in ("vlmopt", "vllm"):
             r = runs[tool][-1]
             print(f"run {i} {tool:6s}: {r['request_throughput']:6.2f} req/s, median TTFT {r['median_ttft_ms']:6.1f} "
-                  f"ms, median TPOT {r['median_tpot_ms']:5.2f} ms, median E2EL {r['median_e2el_ms']:6.1f} ms "
+                  f"ms, median TPOT {r['median_tpot_ms']:5.2f} ms, median E2EL {r['median_e2el_ms']:6.1f} ms, "
+                  f"{r['coalesced_requests']} coalesced, longest silence {r['longest_silence_ms']:5.0f} ms "
                   f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     summary = {}
     for key in METRICS:
@@ -148,7 +171,7 @@ def render(summary: dict, a: argparse.Namespace) -> bool:
     tokens = summary["prompt_tokens_per_request"]
     table.caption = (f"measured on this machine; prompt tokens per request (server usage): vlmopt "
                      f"{tokens['vlmopt']:.1f}, vllm {tokens['vllm']:.1f}")
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)  # metric names stay whole in logs and pipes
     return ok
 
 

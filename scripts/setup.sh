@@ -24,7 +24,9 @@ build_main() {
   local marker=".venv/.vlmopt-main-ready"
   if [[ -f "$marker" && -z "${VLMOPT_SETUP_FORCE:-}" ]]; then
     say "main env .venv already built (rm $marker or set VLMOPT_SETUP_FORCE=1 to rebuild); refreshing vlmopt itself"
-    .venv/bin/pip install -q --no-deps -e . || die "pip install -e . failed in .venv"
+    # with its dependencies: pip adds only what is missing (a dependency new since the env was built)
+    .venv/bin/pip install -q -e . 2>&1 | grep -E '^(ERROR|error)' || true
+    .venv/bin/python -c "import vlmopt" || die "pip install -e . failed in .venv"
     return
   fi
   say "creating main env .venv with $($PY --version 2>&1)"

@@ -117,6 +117,8 @@ def test_endpoint_benchmark_writes_profile_jsonl_and_csv(fake: FakeVllm, tmp_pat
     assert len(records) == 12 and json.loads(records[0])["point"] == "c1"
     assert csv_path_for(path).read_text().startswith("variant,device,label")
     assert fake.served == 12 + 1 + 2  # measured + warm-up + image-token probe (text alone, text + image)
+    assert profile.client is not None and profile.client.metrics_interval_s == 1.0
+    assert profile.client.event_loop in ("uvloop", "asyncio")
 
 
 def test_resume_keeps_finished_points(fake: FakeVllm, tmp_path: Path) -> None:
@@ -193,6 +195,13 @@ def test_bad_input_is_one_line_exit_2(tmp_path: Path, args: tuple[str, ...], wor
     result = _cli(*args, "--out", str(tmp_path / "out"))
     assert result.exit_code == 2, result.output
     assert words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_event_loop_setting_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLMOPT_EVENT_LOOP", "trio")
+    result = _cli("--endpoint", "http://x", "--model", "m", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "VLMOPT_EVENT_LOOP" in result.output, result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
 
-from vlmopt.bench.scrape import Snapshot, parse_exposition, summarize
+import aiohttp
+import pytest
+from aiohttp import web
+
+from vlmopt.bench.scrape import WANTED_NAMES, MetricsScraper, Snapshot, parse_exposition, summarize
 
 NEW_BEFORE = """\
 # HELP vllm:num_requests_running Number of requests in model execution batches.
@@ -91,3 +95,54 @@ def test_other_model_is_filtered_out() -> None:
 def test_no_metrics_endpoint_gives_none() -> None:
     stats = summarize(None, None, [])
     assert stats.mm_cache_hit_rate is None and stats.max_kv_cache_usage_perc is None
+
+
+def test_name_filter_keeps_exactly_the_wanted_series() -> None:
+    text = NEW_AFTER + 'vllm:kv_cache_usage_perc_other{model_name="tiny"} 7\nvllm:prompt_tokens_total 9\n'
+    everything = parse_exposition(text)
+    wanted = parse_exposition(text, WANTED_NAMES)
+    assert set(wanted) == set(everything) & WANTED_NAMES
+    assert "vllm:time_to_first_token_seconds_bucket" in everything and "vllm:kv_cache_usage_perc_other" in everything
+    assert all(wanted[name] == everything[name] for name in wanted)  # same samples, labels or not
+
+
+class _MetricsServer:
+    """A /metrics endpoint that counts its scrapes."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.scrapes += 1
+        return web.Response(text=NEW_DURING[0])
+
+
+async def _sample_for(interval_s: float, run_s: float) -> tuple[int, int]:
+    server = _MetricsServer()
+    app = web.Application()
+    app.router.add_get("/metrics", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    scraper = MetricsScraper(f"http://127.0.0.1:{port}", "tiny", interval_s)
+    stop = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession() as session:
+            task = asyncio.ensure_future(scraper.sample_during(session, stop))
+            await asyncio.sleep(run_s)
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+    finally:
+        await runner.cleanup()
+    return server.scrapes, len(scraper.samples)
+
+
+def test_sampling_waits_one_interval_and_zero_disables_it() -> None:
+    # The caller scrapes `before` itself: a sampler stopped within its first interval must not scrape at all.
+    assert asyncio.run(_sample_for(interval_s=5.0, run_s=0.2)) == (0, 0)
+    assert asyncio.run(_sample_for(interval_s=0.0, run_s=0.2)) == (0, 0)
+    scrapes, samples = asyncio.run(_sample_for(interval_s=0.1, run_s=0.55))
+    assert 2 <= scrapes <= 6 and samples == scrapes
+    assert Snapshot.from_text(NEW_DURING[0]).get("kv_usage") == 0.5

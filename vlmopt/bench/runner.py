@@ -21,8 +21,17 @@ from typing import Any, Protocol
 import aiohttp
 
 from vlmopt.schemas.common import Provenance, utc_now_iso
-from vlmopt.schemas.profile import BenchmarkProfile, DeviceInfo, EngineInfo, LoadPoint, ServerArgs, WorkloadSpec
+from vlmopt.schemas.profile import (
+    BenchmarkProfile,
+    ClientInfo,
+    DeviceInfo,
+    EngineInfo,
+    LoadPoint,
+    ServerArgs,
+    WorkloadSpec,
+)
 
+from . import event_loop
 from .arrivals import LoadSpec
 from .client import ChatClient, RequestResult
 from .gpu_sampler import GpuSampler, GpuStats, energy_per_output_token
@@ -85,7 +94,10 @@ class BenchOptions:
     max_num_seqs: int | None = None
     extra_server_args: list[str] = field(default_factory=list)
     startup_timeout_s: float = 600.0
-    metrics_interval_s: float = 0.25  # points on a small model last about a second; gauges need samples inside
+    # Each /metrics scrape costs vLLM's API server 5-15 ms of CPU on its event loop (measured on a 2-core VM), time the
+    # token streams of every request wait for; at 0.25 s that perturbed the measurement there (docs/benchmark.md,
+    # "Sampling /metrics"). 1 s keeps the cost near 1% and still gives gauges a few samples per point.
+    metrics_interval_s: float = 1.0
     device_name: str | None = None  # override (e.g. for an --endpoint on another machine)
 
 
@@ -328,6 +340,7 @@ def new_profile(target: BenchTarget, device: DeviceInfo, engine: EngineInfo, opt
         model=target.model, variant=target.variant, variant_method=target.method, variant_scheme=target.scheme,
         manifest=target.manifest, device=device, engine=engine, workload=workload_spec(opts), run_id=run_id,
         started=started,
+        client=ClientInfo(event_loop=event_loop.loop_choice(), metrics_interval_s=opts.metrics_interval_s),
         provenance=Provenance(kind="measured", source=f"vlmopt benchmark run {run_id} ({path.name})",
                               date=started[:10]),
     )
@@ -422,7 +435,7 @@ def server_args_for(target: BenchTarget, opts: BenchOptions) -> ServerArgs:
 def _run_and_finish(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWriter, progress: Progress,
                     count_tokens: Callable[[str], int] | None) -> None:
     try:
-        asyncio.run(run_loads(endpoint, opts, writer, progress, count_tokens))
+        event_loop.run(run_loads(endpoint, opts, writer, progress, count_tokens))
     except PointAborted as exc:
         if isinstance(exc.cause, UserCancelled):
             writer.set_capacity(capacity_summary(writer.profile.points, opts.slo, "partial: interrupted"))

@@ -138,8 +138,12 @@ def register(app: typer.Typer) -> None:
             None, help="run variants side by side, one per device: CUDA_VISIBLE_DEVICES values (GPU index or "
             "GPU/MIG UUID), comma-separated"),
         device_name: str | None = typer.Option(None, help="record this device name (e.g. for --endpoint)"),
+        metrics_interval: float = typer.Option(
+            1.0, min=0.0, help="seconds between /metrics samples during a point (0: only before/after; each "
+            "scrape costs the server some CPU, docs/benchmark.md)"),
     ) -> None:
         from vlmopt.bench.arrivals import LoadSpec, parse_arrival
+        from vlmopt.bench.event_loop import loop_choice
         from vlmopt.bench.images import parse_image_sizes
         from vlmopt.bench.loadgen import PointInterrupted
         from vlmopt.bench.metrics import parse_slo
@@ -166,6 +170,7 @@ def register(app: typer.Typer) -> None:
             sizes = parse_image_sizes(image_size)
             slo_map = parse_slo(slo)
             kind, burstiness = parse_arrival(arrival)
+            loop_choice()  # a bad VLMOPT_EVENT_LOOP is bad input too
         except ValueError as exc:
             fail(str(exc))
         if sweep and not slo_map:
@@ -197,7 +202,7 @@ def register(app: typer.Typer) -> None:
             num_prompts=None if duration else (num_prompts or 32), duration_s=duration, warmup=warmup,
             seed=seed, out_dir=out, resume=resume, request_timeout_s=request_timeout,
             stall_timeout_s=stall_timeout, ignore_eos=not no_ignore_eos, max_model_len=max_model_len,
-            max_num_seqs=max_num_seqs, extra_server_args=list(server_arg or []),
+            max_num_seqs=max_num_seqs, extra_server_args=list(server_arg or []), metrics_interval_s=metrics_interval,
             startup_timeout_s=startup_timeout, device_name=device_name,
         )
 

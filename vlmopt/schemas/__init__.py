@@ -24,11 +24,20 @@ from .plan import (
     Replica,
     ServicePlan,
 )
-from .profile import BenchmarkProfile, CapacitySummary, DeviceInfo, EngineInfo, LoadPoint, ServerArgs, WorkloadSpec
+from .profile import (
+    BenchmarkProfile,
+    CapacitySummary,
+    ClientInfo,
+    DeviceInfo,
+    EngineInfo,
+    LoadPoint,
+    ServerArgs,
+    WorkloadSpec,
+)
 from .workload import Constraints, QualityFloor, Service, Slo, Workload
 
 __all__ = [
-    "SCHEMA_VERSION", "Baseline", "BenchmarkProfile", "Calibration", "Candidate", "CapacitySummary",
+    "SCHEMA_VERSION", "Baseline", "BenchmarkProfile", "Calibration", "Candidate", "CapacitySummary", "ClientInfo",
     "Constraints", "ContractError", "CostSummary", "DeviceInfo", "EngineInfo", "Fidelity", "GpuAssignment",
     "GpuCatalog", "GpuInventory", "GpuSpec", "InventoryGpu", "Lever", "LoadPoint", "Market", "MigGeometry",
     "MigInstance", "MigProfileAvailability", "MigProfileSpec", "NodeGroup", "Plan", "PriceCatalog", "PriceEntry",

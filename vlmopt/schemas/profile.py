@@ -83,6 +83,15 @@ class EngineInfo(StrictModel):
     endpoint: str | None = Field(default=None, description="set when benchmarking an external server")
 
 
+class ClientInfo(StrictModel):
+    """How vlmopt's client measured: what sets its own overhead and the server-side samples (docs/benchmark.md)."""
+
+    event_loop: str = Field(default="asyncio", description="uvloop | asyncio")
+    metrics_interval_s: float = Field(
+        default=1.0, ge=0, description="seconds between /metrics samples during a point; 0: before/after only"
+    )
+
+
 class WorkloadSpec(StrictModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -168,6 +177,7 @@ class BenchmarkProfile(StrictModel):
     manifest: str | None = None
     device: DeviceInfo
     engine: EngineInfo
+    client: ClientInfo | None = Field(default=None, description="absent in profiles written before it existed")
     workload: WorkloadSpec
     points: list[LoadPoint] = Field(default_factory=list)
     capacity: CapacitySummary | None = None
