@@ -6,6 +6,9 @@ Both send streaming chat requests with one image, the same number of text tokens
 vLLM, ...) so drift of a shared machine hits both; the ratio of the medians over the repeats is printed for request
 throughput, output throughput, median TTFT and median TPOT. Target: every ratio within 10% of 1.
 
+vlmopt's images are random pixels by default (`--image-style noise`), as random-mm's are, so both send the same
+kind of JPEG.
+
 Two things keep the two tools measuring the same server: every run of either tool is preceded by the same idle
 pause (`--pause-s`), and every vLLM run gets a new `--seed`, so its images are as new to the server's multimodal
 cache as vlmopt's are (docs/benchmark.md, "How the client compares with `vllm bench serve`").
@@ -98,6 +101,7 @@ def run_vllm_bench(python: Path, url: str, model: str, tokenizer: str, a: argpar
 def run_vlmopt(url: str, model: str, model_dir: str | None, a: argparse.Namespace, out: Path) -> dict:
     opts = BenchOptions(
         input_tokens=a.input_tokens, output_tokens=a.output_tokens, images_per_request=1, image_sizes=[(56, 56)],
+        image_style=a.image_style,
         loads=[LoadSpec("concurrency", max_concurrency=a.concurrency)], num_prompts=a.num_prompts,
         warmup=a.warmup, out_dir=out,
     )
@@ -157,7 +161,8 @@ def compare(url: str, model: str, model_dir: str, a: argparse.Namespace) -> dict
 
 def render(summary: dict, a: argparse.Namespace) -> bool:
     table = Table(title=f"vlmopt vs vllm bench serve: {a.num_prompts} prompts, concurrency {a.concurrency}, "
-                  f"{a.input_tokens} in / {a.output_tokens} out tokens + one 56x56 image, median of {a.repeats}")
+                  f"{a.input_tokens} in / {a.output_tokens} out tokens + one 56x56 image ({a.image_style}), "
+                  f"median of {a.repeats}")
     for col in ("metric", "vlmopt", "vllm bench serve", "ratio of medians", "median paired ratio",
                 f"within {TOLERANCE:.0%}"):
         table.add_column(col, justify="left" if col == "metric" else "right")
@@ -190,6 +195,8 @@ def main() -> int:
                         help="idle seconds before every run of either tool (see docs/benchmark.md: a shared VM "
                              "whose CPU time is capped stalls a run that starts right after another one)")
     parser.add_argument("--seed", type=int, default=1000, help="vllm bench serve's seed for the first run (+1 per run)")
+    parser.add_argument("--image-style", choices=("noise", "photo"), default="noise",
+                        help="vlmopt's images: noise (default) makes them like random-mm's, random pixels")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     a = parser.parse_args()
 

@@ -187,6 +187,7 @@ def test_unreachable_endpoint_fails_fast_with_address(tmp_path: Path) -> None:
     ("args", "words"),
     [(("--endpoint", "http://x", "--model", "m", "--slo", "ttft=5"), "SLO"),
      (("--endpoint", "http://x", "--model", "m", "--image-size", "big"), "WIDTHxHEIGHT"),
+     (("--endpoint", "http://x", "--model", "m", "--image-style", "cartoon"), "--image-style"),
      (("--endpoint", "http://x", "--model", "m", "--concurrency", "1", "--rate", "2"), "exclusive"),
      (("--endpoint", "http://x"), "--model"),
      (("no/such/manifest.json",), "not found")],

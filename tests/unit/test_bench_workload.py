@@ -28,6 +28,26 @@ def test_rendered_image_has_the_size_and_is_deterministic() -> None:
     assert payload != render_image(64, 48, seed=0, namespace="m", index=2)
 
 
+def test_noise_style_is_random_pixels_like_vllms_random_mm() -> None:
+    import numpy as np
+
+    photo = render_image(56, 56, seed=0, namespace="m", index=1)
+    noise = render_image(56, 56, seed=0, namespace="m", index=1, style="noise")
+    assert noise == render_image(56, 56, seed=0, namespace="m", index=1, style="noise")
+    pixels = np.asarray(Image.open(io.BytesIO(noise)), dtype=np.float32)
+    assert pixels.shape == (56, 56, 3)
+    # iid uniform pixels survive JPEG as high-frequency content: neighbours barely correlate, unlike the gradient,
+    # and the file is larger even at quality 75 against the photo's 90
+    smooth = np.asarray(Image.open(io.BytesIO(photo)), dtype=np.float32)
+    neighbour_diff = float(np.abs(np.diff(pixels, axis=1)).mean())
+    assert neighbour_diff > 40 > float(np.abs(np.diff(smooth, axis=1)).mean())
+    assert len(noise) > len(photo)
+    planner = ImagePlanner([(56, 56)], seed=3, style="noise")
+    assert planner.next_image().data_url != planner.next_image().data_url
+    with pytest.raises(ValueError, match="image style"):
+        ImagePlanner([(56, 56)], style="cartoon")
+
+
 def test_no_reuse_means_every_image_distinct() -> None:
     planner = ImagePlanner([(56, 56), (80, 60)], reuse=0.0, seed=1)
     images = [planner.next_image() for _ in range(40)]

@@ -18,6 +18,11 @@ import numpy as np
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MAX_SIDE = 8192
+# photo: a gradient plus mild noise, JPEG quality 90, compresses like a photo (realistic wire and decode cost).
+# noise: every pixel uniform random, JPEG quality 75, as `vllm bench serve`'s random-mm dataset makes them
+# (vllm/benchmarks/datasets: generate_synthetic_image, then PIL's default JPEG quality): the worst case for size
+# and decoding, and the choice for comparing numbers with vLLM's tool.
+IMAGE_STYLES = ("photo", "noise")
 
 
 @dataclass(frozen=True)
@@ -53,11 +58,19 @@ def _seed_for(seed: int, namespace: str, index: int) -> int:
     return int.from_bytes(digest, "little")
 
 
-def render_image(width: int, height: int, seed: int, namespace: str, index: int, fmt: str = "JPEG") -> bytes:
-    """A gradient plus noise: compresses like a photo (realistic wire size) yet differs per (namespace, index)."""
+def render_image(width: int, height: int, seed: int, namespace: str, index: int, fmt: str = "JPEG",
+                 style: str = "photo") -> bytes:
+    """A JPEG that differs per (namespace, index); `style` as in IMAGE_STYLES."""
     from PIL import Image
 
     rng = np.random.default_rng(_seed_for(seed, namespace, index))
+    if style == "noise":
+        buffer = io.BytesIO()
+        noise = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        Image.fromarray(noise, "RGB").save(buffer, format=fmt, quality=75)
+        return buffer.getvalue()
+    if style != "photo":
+        raise ValueError(f"image style {style!r} is not one of {', '.join(IMAGE_STYLES)}")
     ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     xs = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
     base = rng.uniform(0, 255, size=3).astype(np.float32)
@@ -82,7 +95,10 @@ class ImagePlanner:
     fresh. Rendering is cached per key, so repeats cost nothing and keep identical bytes.
     """
 
-    def __init__(self, sizes: list[tuple[int, int]], reuse: float = 0.0, seed: int = 0, namespace: str = "m"):
+    def __init__(self, sizes: list[tuple[int, int]], reuse: float = 0.0, seed: int = 0, namespace: str = "m",
+                 style: str = "photo"):
+        if style not in IMAGE_STYLES:
+            raise ValueError(f"image style {style!r} is not one of {', '.join(IMAGE_STYLES)}")
         if not sizes:
             raise ValueError("at least one image size is needed")
         if not 0.0 <= reuse <= 1.0:
@@ -91,6 +107,7 @@ class ImagePlanner:
         self.reuse = reuse
         self.seed = seed
         self.namespace = namespace
+        self.style = style
         self._rng = np.random.default_rng(_seed_for(seed, namespace + "/reuse", 0))
         self._slot = 0
         self._fresh = 0
@@ -107,7 +124,7 @@ class ImagePlanner:
             self.reused_slots += 1
             return self._cache[key]
         key = f"{self.namespace}:{self.seed}:{self._fresh}:{width}x{height}"
-        payload = render_image(width, height, self.seed, self.namespace, self._fresh)
+        payload = render_image(width, height, self.seed, self.namespace, self._fresh, style=self.style)
         self._fresh += 1
         image = SyntheticImage(key=key, width=width, height=height, data_url=to_data_url(payload))
         self._cache[key] = image
@@ -118,6 +135,6 @@ class ImagePlanner:
         return [self.next_image() for _ in range(count)]
 
 
-def warmup_planner(sizes: list[tuple[int, int]], seed: int) -> ImagePlanner:
+def warmup_planner(sizes: list[tuple[int, int]], seed: int, style: str = "photo") -> ImagePlanner:
     """Warm-up images live in their own namespace and never repeat, so they cannot prime measured requests."""
-    return ImagePlanner(sizes, reuse=0.0, seed=seed, namespace="warmup")
+    return ImagePlanner(sizes, reuse=0.0, seed=seed, namespace="warmup", style=style)

@@ -75,6 +75,7 @@ class BenchOptions:
     images_per_request: int = 1
     image_sizes: list[tuple[int, int]] = field(default_factory=lambda: [(56, 56)])
     image_reuse: float = 0.0
+    image_style: str = "photo"  # images.IMAGE_STYLES
     dataset: Path | None = None
     loads: list[LoadSpec] = field(default_factory=lambda: [LoadSpec("concurrency", max_concurrency=1)])
     sweep: bool = False
@@ -152,6 +153,7 @@ def workload_spec(opts: BenchOptions) -> WorkloadSpec:
         images_per_request=0 if opts.dataset else opts.images_per_request,
         image_sizes=[] if opts.dataset else list(opts.image_sizes),
         image_reuse=opts.image_reuse,
+        image_style="photo" if opts.dataset else opts.image_style,
         dataset=str(opts.dataset) if opts.dataset else None,
         seed=opts.seed,
         num_prompts=opts.num_prompts,
@@ -179,7 +181,7 @@ class RequestFactory:
             data = self.dataset
             return lambda i: replace(data[i % len(data)], index=i)
         planner = ImagePlanner(opts.image_sizes, opts.image_reuse, _point_seed(opts.seed, label),
-                               namespace=f"{self.run_id}/{label}")
+                               namespace=f"{self.run_id}/{label}", style=opts.image_style)
         cache: list[RequestSpec] = []
         seed = _point_seed(opts.seed, label + "/text")
 
@@ -214,7 +216,7 @@ async def warm_up(client: ChatClient, opts: BenchOptions, count_tokens: Callable
                   sizes: list[tuple[int, int]]) -> dict[str, int]:
     """Warm-up requests with their own images (never counted), then measure image tokens per image size as
     usage.prompt_tokens(text + one image) - usage.prompt_tokens(same text alone)."""
-    planner = warmup_planner(sizes or [(56, 56)], opts.seed)
+    planner = warmup_planner(sizes or [(56, 56)], opts.seed, opts.image_style)
     warm = synthetic_requests(
         opts.warmup, input_tokens=opts.input_tokens, output_tokens=min(opts.output_tokens, 8),
         images_per_request=opts.images_per_request if sizes else 0, planner=planner, seed=opts.seed + 1,

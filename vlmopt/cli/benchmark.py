@@ -113,6 +113,8 @@ def register(app: typer.Typer) -> None:
         images_per_request: int = typer.Option(1, min=0),
         image_size: str = typer.Option("56x56", help="WxH[,WxH...], cycled over image slots"),
         image_reuse: float = typer.Option(0.0, min=0.0, max=1.0, help="fraction of image slots that repeat"),
+        image_style: str = typer.Option(
+            "photo", help="photo (gradient, compresses like a photo) | noise (random pixels, as vllm's random-mm)"),
         dataset: Path | None = typer.Option(None, help="JSONL: {prompt, image_files, output_tokens?} per line"),
         concurrency: str | None = typer.Option(None, help="closed-loop concurrencies, e.g. 1,4,16"),
         rate: str | None = typer.Option(None, help="open-loop request rates in req/s, e.g. 1,2,4"),
@@ -144,7 +146,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from vlmopt.bench.arrivals import LoadSpec, parse_arrival
         from vlmopt.bench.event_loop import loop_choice
-        from vlmopt.bench.images import parse_image_sizes
+        from vlmopt.bench.images import IMAGE_STYLES, parse_image_sizes
         from vlmopt.bench.loadgen import PointInterrupted
         from vlmopt.bench.metrics import parse_slo
         from vlmopt.bench.runner import BenchmarkFailed, BenchOptions, benchmark_target
@@ -171,6 +173,8 @@ def register(app: typer.Typer) -> None:
             slo_map = parse_slo(slo)
             kind, burstiness = parse_arrival(arrival)
             loop_choice()  # a bad VLMOPT_EVENT_LOOP is bad input too
+            if image_style not in IMAGE_STYLES:
+                raise ValueError(f"--image-style {image_style!r}: expected one of {', '.join(IMAGE_STYLES)}")
         except ValueError as exc:
             fail(str(exc))
         if sweep and not slo_map:
@@ -197,8 +201,8 @@ def register(app: typer.Typer) -> None:
 
         opts = BenchOptions(
             input_tokens=input_tokens, output_tokens=output_tokens, images_per_request=images_per_request,
-            image_sizes=sizes, image_reuse=image_reuse, dataset=dataset, loads=loads, sweep=sweep,
-            sweep_max_concurrency=sweep_max_concurrency, slo=slo_map,
+            image_sizes=sizes, image_reuse=image_reuse, image_style=image_style, dataset=dataset, loads=loads,
+            sweep=sweep, sweep_max_concurrency=sweep_max_concurrency, slo=slo_map,
             num_prompts=None if duration else (num_prompts or 32), duration_s=duration, warmup=warmup,
             seed=seed, out_dir=out, resume=resume, request_timeout_s=request_timeout,
             stall_timeout_s=stall_timeout, ignore_eos=not no_ignore_eos, max_model_len=max_model_len,

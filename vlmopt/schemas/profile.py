@@ -98,6 +98,9 @@ class WorkloadSpec(StrictModel):
     images_per_request: int = 1
     image_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(56, 56)])
     image_reuse: float = Field(default=0.0, ge=0, le=1)
+    image_style: Literal["photo", "noise"] = Field(
+        default="photo", description="synthetic images: photo-like gradient or uniform noise (vllm random-mm)"
+    )
     dataset: str | None = None
     seed: int = 0
     num_prompts: int | None = Field(default=None, description="requests per point (or None with duration_s)")
