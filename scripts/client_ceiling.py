@@ -127,10 +127,11 @@ def serve(port_file: Path, loop: str) -> None:
         # writes every event that fell due meanwhile in one burst (25-60 events at 256 paced streams, seen in the
         # per-event delays), and a client must drain such a burst one event after another. That measured the
         # server's pauses, not the client's per-event cost; `/stamps` (between runs) collects instead.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        await asyncio.Event().wait()
+        sys.path.insert(0, str(REPO))
+        from vlmopt.bench.loadgen import paused_gc
+
+        with paused_gc():
+            await asyncio.Event().wait()
 
     _run_loop(main(), loop)
 
@@ -259,6 +260,8 @@ def measure(python: str, kind: str, url: str, streams: int, tokens: int, interva
     floor_stats = json.loads(floor.communicate(timeout=30)[0])
     if proc.returncode != 0:
         raise SystemExit(f"{kind} client failed:\n{proc.stderr[-2000:]}")
+    if not result_file.exists():
+        raise SystemExit(f"{kind} client exited without writing its result; its stderr:\n{proc.stderr[-2000:]}")
     data = json.loads(result_file.read_text())
     shutil.rmtree(result_file.parent, ignore_errors=True)
     with urllib.request.urlopen(url + "/stamps", timeout=30) as resp:

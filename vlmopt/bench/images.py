@@ -13,8 +13,11 @@ import hashlib
 import io
 import re
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
+
+from vlmopt.schemas.profile import ImageStyle
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MAX_SIDE = 8192
@@ -22,7 +25,14 @@ MAX_SIDE = 8192
 # noise: every pixel uniform random, JPEG quality 75, as `vllm bench serve`'s random-mm dataset makes them
 # (vllm/benchmarks/datasets: generate_synthetic_image, then PIL's default JPEG quality): the worst case for size
 # and decoding, and the choice for comparing numbers with vLLM's tool.
-IMAGE_STYLES = ("photo", "noise")
+IMAGE_STYLES: tuple[str, ...] = get_args(ImageStyle)
+
+
+def check_image_style(style: str, what: str = "image style") -> str:
+    """`style` if it is one of IMAGE_STYLES; else ValueError naming `what` (an option name, say)."""
+    if style not in IMAGE_STYLES:
+        raise ValueError(f"{what} {style!r} is not one of {', '.join(IMAGE_STYLES)}")
+    return style
 
 
 @dataclass(frozen=True)
@@ -69,8 +79,7 @@ def render_image(width: int, height: int, seed: int, namespace: str, index: int,
         noise = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
         Image.fromarray(noise, "RGB").save(buffer, format=fmt, quality=75)
         return buffer.getvalue()
-    if style != "photo":
-        raise ValueError(f"image style {style!r} is not one of {', '.join(IMAGE_STYLES)}")
+    check_image_style(style)
     ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     xs = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
     base = rng.uniform(0, 255, size=3).astype(np.float32)
@@ -97,8 +106,7 @@ class ImagePlanner:
 
     def __init__(self, sizes: list[tuple[int, int]], reuse: float = 0.0, seed: int = 0, namespace: str = "m",
                  style: str = "photo"):
-        if style not in IMAGE_STYLES:
-            raise ValueError(f"image style {style!r} is not one of {', '.join(IMAGE_STYLES)}")
+        check_image_style(style)
         if not sizes:
             raise ValueError("at least one image size is needed")
         if not 0.0 <= reuse <= 1.0:

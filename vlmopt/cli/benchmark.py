@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from vlmopt.bench.arrivals import LoadSpec, parse_arrival
         from vlmopt.bench.event_loop import loop_choice
-        from vlmopt.bench.images import IMAGE_STYLES, parse_image_sizes
+        from vlmopt.bench.images import check_image_style, parse_image_sizes
         from vlmopt.bench.loadgen import PointInterrupted
         from vlmopt.bench.metrics import parse_slo
         from vlmopt.bench.runner import BenchmarkFailed, BenchOptions, benchmark_target
@@ -173,8 +173,7 @@ def register(app: typer.Typer) -> None:
             slo_map = parse_slo(slo)
             kind, burstiness = parse_arrival(arrival)
             loop_choice()  # a bad VLMOPT_EVENT_LOOP is bad input too
-            if image_style not in IMAGE_STYLES:
-                raise ValueError(f"--image-style {image_style!r}: expected one of {', '.join(IMAGE_STYLES)}")
+            check_image_style(image_style, "--image-style")
         except ValueError as exc:
             fail(str(exc))
         if sweep and not slo_map:

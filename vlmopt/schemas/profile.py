@@ -83,6 +83,10 @@ class EngineInfo(StrictModel):
     endpoint: str | None = Field(default=None, description="set when benchmarking an external server")
 
 
+# photo: gradient plus mild noise; noise: uniform random pixels, as vllm bench serve's random-mm (bench/images.py)
+ImageStyle = Literal["photo", "noise"]
+
+
 class ClientInfo(StrictModel):
     """How vlmopt's client measured: what sets its own overhead and the server-side samples (docs/benchmark.md)."""
 
@@ -98,7 +102,7 @@ class WorkloadSpec(StrictModel):
     images_per_request: int = 1
     image_sizes: list[tuple[int, int]] = Field(default_factory=lambda: [(56, 56)])
     image_reuse: float = Field(default=0.0, ge=0, le=1)
-    image_style: Literal["photo", "noise"] = Field(
+    image_style: ImageStyle = Field(
         default="photo", description="synthetic images: photo-like gradient or uniform noise (vllm random-mm)"
     )
     dataset: str | None = None
