@@ -32,9 +32,14 @@ build_main() {
   say "creating main env .venv with $($PY --version 2>&1)"
   "$PY" -m venv .venv || die "python -m venv .venv failed (is the venv module installed?)"
   .venv/bin/pip install -q --upgrade pip || die "upgrading pip in .venv failed"
+  # Qwen2-VL-style processors build a video processor that needs torchvision. A local "+cpu" torch wheel (where pip's
+  # find-links has one) cannot load the registry's torchvision; '===' pins the registry's build, which runs on CPU.
+  say "installing torch===$TORCH_SERVE_VERSION + torchvision $TORCHVISION_SERVE_VERSION (matched pair; every VLM processor loads)"
+  .venv/bin/pip install "torch===$TORCH_SERVE_VERSION" "torchvision==$TORCHVISION_SERVE_VERSION" 2>&1 \
+    | grep -E '^(Successfully|ERROR|error)' || true
   say "installing vlmopt[quantize,dev] (llm-compressor 0.14.0.1, torch 2.13.0, test tools); a few minutes"
   .venv/bin/pip install -e ".[quantize,dev]" 2>&1 | grep -E '^(Successfully|ERROR|error)' || true
-  .venv/bin/python -c "import vlmopt, llmcompressor, torch, transformers, pytest" \
+  .venv/bin/python -c "import vlmopt, llmcompressor, torch, torchvision, transformers, pytest" \
     || die "main env imports failed after install; see pip output above"
   touch "$marker"
   say "main env ready: $(.venv/bin/python -c 'import torch, transformers, llmcompressor; print("torch", torch.__version__, "| transformers", transformers.__version__, "| llmcompressor", llmcompressor.__version__)')"

@@ -18,6 +18,7 @@ from .plan import (
     Candidate,
     CostSummary,
     GpuAssignment,
+    HostSizing,
     Lever,
     NodeGroup,
     Plan,
@@ -39,7 +40,7 @@ from .workload import Constraints, QualityFloor, Service, Slo, Workload
 __all__ = [
     "SCHEMA_VERSION", "Baseline", "BenchmarkProfile", "Calibration", "Candidate", "CapacitySummary", "ClientInfo",
     "Constraints", "ContractError", "CostSummary", "DeviceInfo", "EngineInfo", "Fidelity", "GpuAssignment",
-    "GpuCatalog", "GpuInventory", "GpuSpec", "InventoryGpu", "Lever", "LoadPoint", "Market", "MigGeometry",
+    "GpuCatalog", "GpuInventory", "GpuSpec", "HostSizing", "InventoryGpu", "Lever", "LoadPoint", "Market", "MigGeometry",
     "MigInstance", "MigProfileAvailability", "MigProfileSpec", "NodeGroup", "Plan", "PriceCatalog", "PriceEntry",
     "Provenance", "QualityFloor", "QuantMethod", "QuantScheme", "RejectedVariant", "Replica", "ServerArgs", "Service",
     "ServicePlan", "Slo", "StrictModel", "Variant", "VariantManifest", "Workload", "WorkloadSpec",

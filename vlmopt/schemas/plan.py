@@ -11,6 +11,18 @@ from .common import SCHEMA_VERSION, Provenance, StrictModel
 from .profile import ServerArgs
 
 
+class HostSizing(StrictModel):
+    """What one replica needs from the host CPU at its planned load. The planner fills it from the host-side terms of
+    the performance model (image preprocessing in vLLM's API server processes, tokenisation, engine scheduling); the
+    deploy bundle turns it into `--api-server-count` and the pod's CPU/memory requests."""
+
+    api_server_count: int = Field(ge=1, description="vLLM API server processes (--api-server-count)")
+    cpu_cores: float = Field(gt=0, description="cores the replica's host processes need at the planned request rate")
+    memory_gib: float | None = Field(default=None, ge=0, description="host RAM the replica needs, if known")
+    preprocess_ms_per_image: float | None = Field(default=None, ge=0)
+    provenance: Provenance
+
+
 class Replica(StrictModel):
     """One vLLM server on one slice (whole GPU or MIG instance), TP=1 on MIG."""
 
@@ -25,6 +37,7 @@ class Replica(StrictModel):
     memory_gib: dict[str, float] | None = Field(
         default=None, description="breakdown on the slice: weights, kv_cache, reserve, total, usable"
     )
+    host: HostSizing | None = Field(default=None, description="host CPU needs; None = not modelled (older plans)")
 
 
 class GpuAssignment(StrictModel):
