@@ -183,7 +183,7 @@ def _carve_challenger(cluster: Cluster, settings: DeploySettings) -> None:
     assert ab is not None
     own = [g for g in cluster.groups if g.service == ab.service]
     total = sum(g.replicas for g in own)
-    host = max(own, key=lambda g: (g.market == "on_demand", g.replicas))
+    host = max(own, key=lambda g: (g.replicas, g.market == "on_demand"))
     k = max(1, round(total * ab.weight_percent / 100))
     if host.replicas - k < 1:
         raise EmitError(

@@ -21,16 +21,21 @@ CONTAINER_ROOTS = ("/models/", "/dev/", "/tmp/", "/etc/", "/health", "/metrics",
 
 
 def _relative(path: str, base: str) -> str:
+    """Relative to the planning folder when inside it; else only the last two parts ('.../profiles/prices.yaml')."""
     rel = os.path.relpath(path, base)
-    return rel if rel != "." else "./"
+    if rel == ".":
+        return "./"
+    if not rel.startswith(".."):
+        return rel
+    parts = [p for p in path.split("/") if p]
+    return ".../" + "/".join(parts[-2:])
 
 
 def _portable(value: Any, base: str, found: set[str]) -> Any:
     if isinstance(value, str):
+        # Every absolute path in a plan is the planning machine's: container paths only appear in emitted files.
         def swap(match: re.Match[str]) -> str:
             path = match.group(0)
-            if path.startswith(CONTAINER_ROOTS):
-                return path
             found.add(path.rstrip("/"))
             return _relative(path, base)
 
@@ -53,7 +58,7 @@ def assert_no_machine_paths(files: Mapping[str, str], replaced: set[str], base: 
     """Refuse a bundle in which the planning machine's folders (cwd, home, or a path the plan named) appear."""
     needles = {str(base or Path.cwd()), str(Path.home()), *replaced}
     # A machine folder that is itself a container path (/tmp as the current folder) cannot be told apart.
-    needles = {n for n in needles if len(n) > 1 and not any(root.startswith(n.rstrip("/")) for root in CONTAINER_ROOTS)}
+    needles = {n for n in needles if len(n) > 1 and not any(r.rstrip("/") == n.rstrip("/") for r in CONTAINER_ROOTS)}
     for path, text in files.items():
         for needle in needles:
             for match in re.finditer(re.escape(needle), text):
