@@ -53,7 +53,8 @@ def http_route(plan: Plan, cluster: Cluster, service: str, settings: DeploySetti
             {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}
         ],
         "backendRefs": [
-            {"name": name, "port": settings.port, "weight": weight} for name, weight in _backends(cluster, service, settings)
+            {"name": name, "port": settings.port, "weight": weight}
+            for name, weight in _backends(cluster, service, settings)
         ],
         # request: the whole exchange, streamed tokens included; backendRequest: one try.
         "timeouts": {"request": f"{t.request_s}s", "backendRequest": f"{t.request_s}s"},
@@ -121,8 +122,13 @@ def virtual_service(plan: Plan, cluster: Cluster, service: str, settings: Deploy
         "match": [{"uri": {"prefix": f"/{service}/"}}],
         "rewrite": {"uri": "/"},
         "route": [
-            {"destination": {"host": f"{name}.{settings.namespace}.svc.cluster.local", "port": {"number": settings.port}},
-             "weight": weight}
+            {
+                "destination": {
+                    "host": f"{name}.{settings.namespace}.svc.cluster.local",
+                    "port": {"number": settings.port},
+                },
+                "weight": weight,
+            }
             for name, weight in _percent(_backends(cluster, service, settings))
         ],
         "timeout": f"{t.request_s}s",

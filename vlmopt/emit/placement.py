@@ -157,7 +157,7 @@ def _gke_pools(files: dict[str, str], folder: str, catalog: GpuCatalog, layouts)
         machine = _flag(args, "--machine-type")
         accel = dict(kv.split("=", 1) for kv in (_flag(args, "--accelerator") or "").split(","))
         spot = "--spot" in args
-        cpu, memory, row = _allocatable("gcp", machine)
+        cpu, memory, _ = _allocatable("gcp", machine)
         gpu_id = reverse.get(accel.get("type", ""), "")
         labels = pool_platform_labels("gcp", name, machine, spot, _gpu_product(catalog, gpu_id) if gpu_id else "",
                                       accel.get("type"))
@@ -369,7 +369,7 @@ def _check_claim(folder: str, what: str, spec: dict, classes: dict[str, dict]) -
         return [Finding("warning", f"{folder}: {what}", "uses the cluster's default StorageClass: binding unverified")]
     sc = classes.get(name)
     if sc is None:
-        return [Finding("warning", f"{folder}: {what}", f"StorageClass {name} is not in the bundle: binding unverified")]
+        return [Finding("warning", f"{folder}: {what}", f"StorageClass {name} is not in the bundle: not verified")]
     supported = PROVISIONER_ACCESS.get(sc["provisioner"], set())
     missing = [m for m in spec["accessModes"] if m not in supported]
     if missing:

@@ -80,9 +80,8 @@ def service_timeouts(service: ServicePlan | None, settings: DeploySettings) -> S
             f"{slo['tpot_p95_ms']:g} ms)"
         )
     else:
-        return ServiceTimeouts(
-            DEFAULT_REQUEST_TIMEOUT_S, t.connect_s, t.retries, f"{DEFAULT_REQUEST_TIMEOUT_S} s: the SLO has no e2el/TPOT"
-        )
+        how = f"{DEFAULT_REQUEST_TIMEOUT_S} s: the SLO has no e2el/TPOT key"
+        return ServiceTimeouts(DEFAULT_REQUEST_TIMEOUT_S, t.connect_s, t.retries, how)
     request = max(10, math.ceil(t.request_factor * budget))
     return ServiceTimeouts(request, t.connect_s, t.retries, how)
 
