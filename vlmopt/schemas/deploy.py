@@ -128,7 +128,6 @@ class DeploySettings(StrictModel):
     """Everything the bundle needs beyond the plan. Defaults are what docs/deploy-bundle.md describes."""
 
     image: str = Field(default="vllm/vllm-openai:v0.32.0", description="vLLM OpenAI server image (pinned)")
-    vllm_version: str = "0.32.0"
     namespace: str = "vlmopt"
     port: int = Field(default=8000, ge=1, le=65535)
     secrets: SecretSettings = Field(default_factory=SecretSettings)
@@ -162,7 +161,6 @@ class DeploySettings(StrictModel):
         default=1.0, ge=0, description="cores per GPU node kept for daemonsets (GPU operator, CNI, CSI, kube-proxy)"
     )
     node_reserve_memory_gib: float = Field(default=2.0, ge=0, description="memory per GPU node kept for daemonsets")
-    triton_image: str = "nvcr.io/nvidia/tritonserver:25.10-vllm-python-py3"
     gpu_operator_namespace: str = "gpu-operator"
     dcgm_service: str = "nvidia-dcgm-exporter"
     dcgm_port: int = 9400
