@@ -44,7 +44,8 @@ def baseline() -> dict[str, str]:
 CASES: list[tuple[str, dict, str, str]] = [
     ("image", {"image": "registry.example/vllm:v0.32.0-patched"}, f"{AWS}/kubernetes/service-chat.yaml",
      "image: registry.example/vllm:v0.32.0-patched"),
-    ("image (SkyPilot)", {"image": "registry.example/vllm:v1"}, "skypilot/chat.yaml", "docker:registry.example/vllm:v1"),
+    ("image (SkyPilot)", {"image": "registry.example/vllm:v1"}, "skypilot/chat.yaml",
+     "docker:registry.example/vllm:v1"),
     ("namespace", {"namespace": "serving"}, f"{AWS}/kubernetes/00-namespace.yaml", "name: serving"),
     ("port", {"port": 9000}, f"{AWS}/kubernetes/service-chat.yaml", "containerPort: 9000"),
     ("secrets.hf_token", {"secrets": {"hf_token": {"name": "hub-creds", "key": "t"}}},
