@@ -47,7 +47,7 @@ def test_one_config_per_distinct_layout_and_device_filter_by_pci_id(config: dict
         "vlmopt-a100-80gb-sxm-2x3g.40gb",
     }
     h100 = configs["vlmopt-h100-sxm-80gb-1x3g.40gb-1x2g.20gb-2x1g.10gb"][0]
-    assert h100["device-filter"] == ["0x233010DE"]  # research/planning.md §1.5
+    assert h100["device-filter"] == ["0x233010DE"]  # NVML pciDeviceId form: 0x<device><vendor 10DE>
     assert h100["mig-devices"] == {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2}
 
 

@@ -34,7 +34,7 @@ def is_mig_slice(slice_name: str) -> bool:
 
 
 def mig_resource_name(profile: str) -> str:
-    """The device plugin's extended resource under the mixed strategy (research/planning.md §4.1). Resource names
+    """The device plugin's extended resource under the mixed strategy (https://github.com/NVIDIA/k8s-device-plugin#configuration-option-details). Resource names
     cannot carry '+', so the plugin advertises the media-extension profile `1g.10gb+me` as `mig-1g.10gb.me`."""
     return f"nvidia.com/mig-{profile.replace('+', '.')}"
 
@@ -140,10 +140,10 @@ def deploy_server_args(replica: Replica, gpu: str, settings: DeploySettings = DE
     if args.quantization in _AUTO_DETECTED_QUANTIZATION:
         update["quantization"] = None
     if is_mig_slice(replica.slice):
-        # research/planning.md §0.2: one process enumerates one MIG device, so TP>1 cannot work on a slice.
+        # One process sees one MIG device (CUDA enumerates a single MIG instance), so TP>1 cannot work on a slice.
         if args.tensor_parallel_size not in (None, 1):
             raise EmitError(f"{where}: tensor_parallel_size {args.tensor_parallel_size} on a MIG slice (must be 1)")
-        # research/planning.md §5.1 (vllm#55381): inside MIG containers vLLM's batch defaults fall to 2048/256.
+        # vllm-project/vllm#55381: inside MIG containers vLLM's batch defaults fall to 2048/256.
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(args, name) is None:
                 raise EmitError(
@@ -158,7 +158,7 @@ def deploy_server_args(replica: Replica, gpu: str, settings: DeploySettings = DE
 def engine_env(server_args: ServerArgs, slice_name: str) -> dict[str, str]:
     env = dict(server_args.env)
     if is_mig_slice(slice_name):
-        # research/planning.md §5.1 (vllm PRs #39874/#50463): expandable segments hit an NVML assert on MIG.
+        # vllm-project/vllm PRs #39874/#50463: expandable segments hit an NVML assert on MIG.
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
     return env
 

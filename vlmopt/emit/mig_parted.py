@@ -1,8 +1,8 @@
 """mig-parted `version: v1` config, one named config per distinct (GPU, MIG layout), and each node group's label.
 
-Schema per research/planning.md §3 (mig-parted api/spec/v1): `mig-configs: {name: [{device-filter, devices,
+Schema: mig-parted's api/spec/v1 (https://github.com/NVIDIA/mig-parted/tree/main/api/spec/v1): `mig-configs: {name: [{device-filter, devices,
 mig-enabled, mig-devices}]}`. The GPU Operator's mig-manager applies the config named by the node label
-`nvidia.com/mig.config` (research/planning.md §4.2). Every layout is checked against the hardware model's
+`nvidia.com/mig.config` (https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/gpu-operator-mig.html). Every layout is checked against the hardware model's
 placement rules first; an invalid layout is refused, never written.
 """
 
@@ -17,7 +17,7 @@ from vlmopt.schemas.deploy import DeploySettings
 from ._common import DEFAULT_SETTINGS, GENERATED_BY, EmitError, dump_yaml, label_value
 
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
-# mig-parted's stock name for "MIG off"; the GPU Operator's default config (research/planning.md §4.2).
+# mig-parted's stock name for "MIG off"; the GPU Operator's default config (docs/deploy-bundle.md#choices-and-why).
 ALL_DISABLED = "all-disabled"
 MIG_DIR = "mig-parted"
 
@@ -64,7 +64,7 @@ def validate_node_group_layout(group: NodeGroup, gpu: GpuSpec) -> None:
             f"node group {group.name}: GPU {gpu.id} does not support MIG but has layout {layout.mig_layout}"
         )
     if not layout.mig_layout:
-        # research/planning.md §8 (k8s-device-plugin#767): MIG-enabled but empty GPUs are not advertised.
+        # MIG-enabled but empty GPUs are not advertised (NVIDIA/k8s-device-plugin#767).
         raise EmitError(f"node group {group.name}: empty MIG layout; use mig_layout: null for a whole GPU")
     try:
         validate_layout(gpu, list(layout.mig_layout), layout.mig_placements)
@@ -98,7 +98,7 @@ def build_mig_parted_config(plan: Plan, catalog: GpuCatalog) -> tuple[dict, dict
             continue
         entry: dict[str, object] = {}
         if gpu.pci_device_ids:
-            # Restricts the config to this GPU model on a mixed node (research/planning.md §1.5 for the id format).
+            # Restricts the config to this GPU model on a mixed node (docs/deploy-bundle.md#choices-and-why for the id format).
             entry["device-filter"] = gpu.nvml_pci_device_ids
         entry["devices"] = "all"
         entry["mig-enabled"] = True
