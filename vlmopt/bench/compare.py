@@ -7,7 +7,7 @@ For each load point both profiles measured (matched by label), and each metric:
 - without them: the points' own values, paired by point, resampled over points.
 The effect is B's relative difference to A, averaged over the matched points; its confidence interval is the
 bootstrap percentile interval at the chosen confidence. Verdict: "B higher" / "B lower" when the whole interval is
-on one side of zero, else "no difference shown". docs/benchmark.md#comparing-two-profiles.
+on one side of zero, else "no difference shown". docs/deploy-bundle.md#ab-of-variants.
 """
 
 from __future__ import annotations
