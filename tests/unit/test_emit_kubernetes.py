@@ -243,3 +243,30 @@ def test_whole_gpu_plan_requests_nvidia_gpu_only() -> None:
 def test_media_extension_profile_uses_the_plugins_resource_spelling() -> None:
     assert mig_resource_name("1g.10gb+me") == "nvidia.com/mig-1g.10gb.me"
     assert mig_resource_name("3g.40gb") == "nvidia.com/mig-3g.40gb"
+
+
+def test_host_sizing_from_the_plan_sets_requests_and_api_servers() -> None:
+    """The planner's HostSizing (preprocessing-bound replica: 3 API servers, 6 cores, 20 GiB) reaches the pod, within
+    the replica's share of its p5.4xlarge (16 vCPU, 256 GiB, four replicas on the H100)."""
+    from tests.unit.plan_fixtures import node_groups
+    from vlmopt.schemas import HostSizing, Provenance
+
+    host = HostSizing(api_server_count=3, cpu_cores=6.0, memory_gib=20.0, preprocess_ms_per_image=35.0,
+                      provenance=Provenance(kind="estimated", source="vlmopt host model (test)"))
+    groups = node_groups()
+    for i in (0, 1):
+        layout = groups[i].gpu_layout
+        replicas = [r.model_copy(update={"host": host}) if r.slice == "3g.40gb" else r for r in layout.replicas]
+        groups[i] = groups[i].model_copy(update={"gpu_layout": layout.model_copy(update={"replicas": replicas})})
+    files = emit(mixed_plan(groups))
+    sized = [d for d in by_kind(files, "Deployment") if d["metadata"]["name"].startswith("chat-awq-h100-sxm-80gb-3g")]
+    assert len(sized) == 2
+    for d in sized:
+        c = container(d)
+        assert flag(c["args"], "--api-server-count") == "3"
+        assert c["resources"]["requests"]["cpu"] == "6000m"
+        assert c["resources"]["requests"]["memory"] == f"{(20 + 2) * 1024}Mi"  # + the 2 GiB /dev/shm it holds
+        assert "host sizing: estimated (vlmopt host model (test))" in (
+            d["spec"]["template"]["metadata"]["annotations"]["vlmopt.io/sizing"])
+    others = [d for d in by_kind(files, "Deployment") if d not in sized]
+    assert all("--api-server-count" not in container(d)["args"] for d in others)

@@ -114,7 +114,8 @@ def split_by_cluster(plan: Plan) -> list[tuple[str | None, str | None, list[Node
 
 
 def _max_nodes(ng: NodeGroup, settings: DeploySettings) -> int:
-    if settings.autoscaling.engine == "none":
+    # A fleet has the machines it has: no node pool API to add more.
+    if settings.autoscaling.engine == "none" or not ng.cloud:
         return ng.instances
     return max(ng.instances, math.ceil(ng.instances * settings.autoscaling.max_replicas_factor))
 

@@ -34,7 +34,8 @@ def is_mig_slice(slice_name: str) -> bool:
 
 
 def mig_resource_name(profile: str) -> str:
-    """The device plugin's extended resource under the mixed strategy (https://github.com/NVIDIA/k8s-device-plugin#configuration-option-details). Resource names
+    """The device plugin's extended resource under the mixed strategy (NVIDIA/k8s-device-plugin README, MIG
+    strategies: https://github.com/NVIDIA/k8s-device-plugin#configuration-option-details). Resource names
     cannot carry '+', so the plugin advertises the media-extension profile `1g.10gb+me` as `mig-1g.10gb.me`."""
     return f"nvidia.com/mig-{profile.replace('+', '.')}"
 

@@ -1,9 +1,10 @@
 """mig-parted `version: v1` config, one named config per distinct (GPU, MIG layout), and each node group's label.
 
-Schema: mig-parted's api/spec/v1 (https://github.com/NVIDIA/mig-parted/tree/main/api/spec/v1): `mig-configs: {name: [{device-filter, devices,
-mig-enabled, mig-devices}]}`. The GPU Operator's mig-manager applies the config named by the node label
-`nvidia.com/mig.config` (https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/gpu-operator-mig.html). Every layout is checked against the hardware model's
-placement rules first; an invalid layout is refused, never written.
+Schema: mig-parted's api/spec/v1 (https://github.com/NVIDIA/mig-parted/tree/main/api/spec/v1): `mig-configs:
+{name: [{device-filter, devices, mig-enabled, mig-devices}]}`. The GPU Operator's mig-manager applies the config
+named by the node label `nvidia.com/mig.config`
+(https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/gpu-operator-mig.html). Every layout is checked
+against the hardware model's placement rules first; an invalid layout is refused, never written.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def build_mig_parted_config(plan: Plan, catalog: GpuCatalog) -> tuple[dict, dict
             continue
         entry: dict[str, object] = {}
         if gpu.pci_device_ids:
-            # Restricts the config to this GPU model on a mixed node (docs/deploy-bundle.md#choices-and-why for the id format).
+            # Restricts the config to this GPU model on a mixed node (id format: docs/deploy-bundle.md#choices-and-why).
             entry["device-filter"] = gpu.nvml_pci_device_ids
         entry["devices"] = "all"
         entry["mig-enabled"] = True

@@ -162,6 +162,7 @@ def fleet_labels(cluster: Cluster) -> dict[str, Any]:
                 "node_group": pool.node_group.name,
                 "gpu": pool.node_group.gpu,
                 "nodes": pool.node_group.instances,
+                "gpus_per_node": pool.node_group.gpus_per_instance,
                 "labels": labels,
                 "command": "kubectl label node <node> "
                 + " ".join(f"{k}={v}" for k, v in labels.items())

@@ -182,9 +182,8 @@ def _fleet_pools(files: dict[str, str], folder: str, catalog: GpuCatalog, layout
     pools = []
     for p in yaml.safe_load(text)["node_pools"]:
         labels = {"nvidia.com/gpu.product": _gpu_product(catalog, p["gpu"]), **p["labels"]}
-        # The node's GPU count is not in the file; one node's worth of slices is a lower bound.
         pools.append(Pool(p["node_group"], None, False, p["nodes"], p["nodes"], labels, [dict(GPU_TAINT)], None, None,
-                          _resources(labels.get("nvidia.com/mig.config"), layouts, 1)))
+                          _resources(labels.get("nvidia.com/mig.config"), layouts, p["gpus_per_node"])))
     return pools
 
 
