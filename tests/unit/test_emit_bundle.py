@@ -34,8 +34,12 @@ def test_bundle_has_every_target_and_a_readme_listing_each_file(tmp_path: Path) 
         "plan.json",
         "README.md",
         "vllm/",
-        "kubernetes/",
-        "cluster/",
+        "clusters/aws-us-east-1/kubernetes/",
+        "clusters/aws-us-east-1/node-pools/",
+        "clusters/aws-us-east-1/monitoring/",
+        "clusters/aws-us-east-1/gateway/",
+        "clusters/aws-us-east-1/autoscaling/",
+        "weights/",
         "mig-parted/",
         "skypilot/",
         "nginx/",
@@ -139,7 +143,7 @@ def test_no_secret_value_lands_in_any_file(tmp_path: Path, monkeypatch: pytest.M
         for secret in (SECRET, API_SECRET, OTHER_SECRET):
             assert secret.encode() not in data, f"{secret} leaked into {name}"
     # Secrets are referenced by name instead, and ordinary settings survive.
-    assert b"secretKeyRef" in files["kubernetes/service-chat.yaml"]
+    assert b"secretKeyRef" in files["clusters/aws-us-east-1/kubernetes/service-chat.yaml"]
     launcher = files["vllm/chat--awq--h100-sxm-80gb--3g.40gb.sh"].decode()
     assert "VLLM_LOGGING_LEVEL=INFO" in launcher and "--api-key" not in launcher
 

@@ -1,12 +1,14 @@
-"""mig-parted config: the v1 structure mig-parted accepts (research/planning.md §3), one config per distinct layout,
-node labels, and every layout checked against the hardware model's placement rules (invalid ones refused)."""
+"""mig-parted config: the v1 structure mig-parted accepts (docs/deploy-bundle.md#choices-and-why), one config per
+distinct layout, node pools labelled with a config name, and every layout checked against the hardware model's
+placement rules (invalid ones refused)."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from tests.unit.plan_fixtures import h100_layout, mixed_plan, node_groups, whole_gpu_only_plan
+from tests.unit.bundle_fixtures import emit
+from tests.unit.plan_fixtures import h100_layout, mixed_plan, multi_cloud_plan, node_groups, whole_gpu_only_plan
 from vlmopt.emit import EmitError, emit_mig_parted
 from vlmopt.emit.mig_parted import layout_counts, mig_config_name
 from vlmopt.hw.catalog import load_gpu_catalog
@@ -45,7 +47,7 @@ def test_one_config_per_distinct_layout_and_device_filter_by_pci_id(config: dict
         "vlmopt-a100-80gb-sxm-2x3g.40gb",
     }
     h100 = configs["vlmopt-h100-sxm-80gb-1x3g.40gb-1x2g.20gb-2x1g.10gb"][0]
-    assert h100["device-filter"] == ["0x233010DE"]  # research/planning.md §1.5
+    assert h100["device-filter"] == ["0x233010DE"]  # NVML pciDeviceId form: 0x<device><vendor 10DE>
     assert h100["mig-devices"] == {"3g.40gb": 1, "2g.20gb": 1, "1g.10gb": 2}
 
 
@@ -65,20 +67,28 @@ def test_every_emitted_layout_passes_the_placement_rules(config: dict) -> None:
     assert checked == 2
 
 
-def test_node_labels_name_an_existing_config_for_every_node_group(config: dict) -> None:
-    labels = yaml.safe_load(emit_mig_parted(mixed_plan())["mig-parted/node-labels.yaml"])
-    assert labels["label"] == "nvidia.com/mig.config"
-    by_group = {row["node_group"]: row["value"] for row in labels["node_groups"]}
+def test_node_pools_label_their_nodes_with_an_existing_config(config: dict) -> None:
+    """Each node pool definition puts `nvidia.com/mig.config=<name>` on its nodes; the name is a config."""
+    files = emit(mixed_plan())
+    pools = yaml.safe_load(files["clusters/aws-us-east-1/node-pools/eksctl-nodegroups.yaml"])["managedNodeGroups"]
+    by_group = {p["labels"]["vlmopt.io/node-group"]: p["labels"]["nvidia.com/mig.config"] for p in pools}
     assert set(by_group) == {g.name for g in node_groups()}
     assert by_group["l4-whole-od"] == "all-disabled"
     assert by_group["h100-mig-od"] == by_group["h100-mig-spot"]
     assert set(by_group.values()) <= set(config["mig-configs"])
 
 
-def test_configmap_carries_the_same_config_for_the_gpu_operator(config: dict) -> None:
-    cm = yaml.safe_load(emit_mig_parted(mixed_plan())["mig-parted/configmap.yaml"])
-    assert cm["kind"] == "ConfigMap"
-    assert yaml.safe_load(cm["data"]["config.yaml"]) == config
+def test_each_cluster_configmap_carries_its_configs_for_the_gpu_operator(config: dict) -> None:
+    files = emit(multi_cloud_plan())
+    aws = yaml.safe_load(files["clusters/aws-us-east-1/mig-parted-configmap.yaml"])
+    assert aws["kind"] == "ConfigMap" and aws["metadata"]["name"] == "vlmopt-mig-parted-config"
+    assert yaml.safe_load(aws["data"]["config.yaml"]) == config
+    gcp_cm = yaml.safe_load(files["clusters/gcp-us-east4/mig-parted-configmap.yaml"])
+    gcp = yaml.safe_load(gcp_cm["data"]["config.yaml"])
+    assert list(gcp["mig-configs"]) == ["all-disabled"]  # whole H100s only there
+    values = yaml.safe_load(files["clusters/aws-us-east-1/gpu-operator-values.yaml"])
+    assert values["mig"]["strategy"] == "mixed"
+    assert values["migManager"]["config"] == {"name": "vlmopt-mig-parted-config", "default": "all-disabled"}
 
 
 def test_creation_order_is_largest_first() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.plan_fixtures import mixed_plan, node_groups, require_tool
-from vlmopt.emit import EmitError, EmitSettings, emit_nginx
+from vlmopt.emit import DeploySettings, EmitError, emit_nginx
 from vlmopt.emit.nginx import NGINX_PATH, Directive, render, upstream_name
 
 # nginx resolves upstream host names while testing the config: give each node group's instances loopback IPs.
@@ -41,7 +41,7 @@ def nginx_test(conf_file: Path, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_emitted_config_passes_nginx_t(tmp_path: Path) -> None:
-    text = emit_nginx(mixed_plan(), EmitSettings(replica_hosts=HOSTS))[NGINX_PATH]
+    text = emit_nginx(mixed_plan(), DeploySettings(replica_hosts=HOSTS))[NGINX_PATH]
     conf = tmp_path / "vlmopt.conf"
     conf.write_text(text)
     result = nginx_test(conf, tmp_path)
@@ -51,7 +51,7 @@ def test_emitted_config_passes_nginx_t(tmp_path: Path) -> None:
 
 def test_nginx_t_rejects_a_broken_config(tmp_path: Path) -> None:
     """The check is real: drop one semicolon and nginx -t fails."""
-    text = emit_nginx(mixed_plan(), EmitSettings(replica_hosts=HOSTS))[NGINX_PATH]
+    text = emit_nginx(mixed_plan(), DeploySettings(replica_hosts=HOSTS))[NGINX_PATH]
     conf = tmp_path / "vlmopt.conf"
     conf.write_text(text.replace("least_conn;", "least_conn", 1))
     result = nginx_test(conf, tmp_path)
@@ -59,7 +59,7 @@ def test_nginx_t_rejects_a_broken_config(tmp_path: Path) -> None:
 
 
 def test_least_conn_upstream_lists_every_replica_with_capacity_weights() -> None:
-    text = emit_nginx(mixed_plan(), EmitSettings(replica_hosts=HOSTS))[NGINX_PATH]
+    text = emit_nginx(mixed_plan(), DeploySettings(replica_hosts=HOSTS))[NGINX_PATH]
     chat = text.split(f"upstream {upstream_name('chat')} {{")[1].split("}")[0]
     docs = text.split(f"upstream {upstream_name('docs')} {{")[1].split("}")[0]
     assert "least_conn;" in chat and "least_conn;" in docs
@@ -76,7 +76,10 @@ def test_server_proxies_v1_with_streaming_settings() -> None:
     text = emit_nginx(mixed_plan())[NGINX_PATH]
     for directive in (
         "proxy_buffering off;",
-        "proxy_read_timeout 3600s;",
+        "gzip off;",
+        "proxy_connect_timeout 2s;",
+        "proxy_next_upstream error timeout http_503;",
+        "proxy_next_upstream_tries 3;",
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
         "location /v1/ {",
@@ -84,13 +87,21 @@ def test_server_proxies_v1_with_streaming_settings() -> None:
         "listen 8081;",
     ):
         assert directive in text, directive
+    # chat's SLO has no e2el/TPOT key: the default; docs: 3 x its 8 s e2el p95
+    chat, docs = text.split("# docs on port")
+    assert "proxy_read_timeout 600s;" in chat and "proxy_read_timeout 24s;" in docs
     # default host names: <node-group>-<instance>
     assert "server h100-mig-od-0:8000" in text and "server a100-mig-spot-0:8015" in text
 
 
+def test_replica_hosts_from_the_settings_reach_the_upstreams() -> None:
+    text = emit_nginx(mixed_plan(), DeploySettings(replica_hosts={"l4-whole-od": ["10.0.3.1", "10.0.3.2"]}))[NGINX_PATH]
+    assert "server 10.0.3.1:8000" in text and "server 10.0.3.2:8000" in text and "l4-whole-od-0" not in text
+
+
 def test_too_few_hosts_for_a_node_group_is_an_error() -> None:
     with pytest.raises(EmitError, match="h100-mig-spot"):
-        emit_nginx(mixed_plan(), EmitSettings(replica_hosts={"h100-mig-spot": ["10.0.0.1"]}))
+        emit_nginx(mixed_plan(), DeploySettings(replica_hosts={"h100-mig-spot": ["10.0.0.1"]}))
 
 
 def test_render_quotes_only_when_needed() -> None:

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.unit.bundle_fixtures import emit
 from tests.unit.plan_fixtures import mixed_plan, require_tool
 from vlmopt.emit import emit_prometheus
 from vlmopt.emit.prometheus import RULES_FILE
+
+MONITORING = "clusters/aws-us-east-1/monitoring/"
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -25,14 +28,32 @@ def prom_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.fixture()
+def k8s_dir(tmp_path: Path) -> Path:
+    for rel, text in emit(mixed_plan()).items():
+        if rel.startswith(MONITORING):
+            (tmp_path / Path(rel).name).write_text(text)
+    return tmp_path
+
+
 def test_promtool_check_config_static_and_rules(prom_dir: Path) -> None:
     config = promtool("check", "config", "prometheus-static.yml", cwd=prom_dir)
     assert config.returncode == 0, config.stdout + config.stderr
     assert "SUCCESS" in config.stdout
     rules = promtool("check", "rules", RULES_FILE, cwd=prom_dir)
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    # 2 SLO keys for chat + 2 latency keys for docs + 4 generic rules
-    assert "8 rules found" in rules.stdout
+    # 2 SLO keys for chat + 2 latency keys for docs + 4 generic rules + 1 replica-count rule per service
+    assert "10 rules found" in rules.stdout
+
+
+def test_cluster_rules_check_and_count_kube_state_metrics(k8s_dir: Path) -> None:
+    rules = promtool("check", "rules", RULES_FILE, cwd=k8s_dir)
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    # 4 SLO + 4 generic + deployments available-vs-desired + 1 below-plan per service
+    assert "11 rules found" in rules.stdout
+    operator_rule = yaml.safe_load((k8s_dir / "prometheusrule.yaml").read_text())
+    assert operator_rule["spec"] == yaml.safe_load((k8s_dir / RULES_FILE).read_text())
+    assert operator_rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
 # Fields of Prometheus' kubernetes_sd_config that the emitter uses, and the roles it accepts.
@@ -40,11 +61,12 @@ K8S_SD_KEYS = {"role", "namespaces", "selectors", "api_server", "kubeconfig_file
 K8S_SD_ROLES = {"node", "pod", "service", "endpoints", "endpointslice", "ingress"}
 
 
-def test_kubernetes_scrape_config(prom_dir: Path) -> None:
+def test_kubernetes_scrape_config(k8s_dir: Path) -> None:
     """Debian's promtool is built without Kubernetes discovery (it rejects `kubernetes_sd_configs` as unknown), so
     the discovery blocks are checked for their fields here and everything else (jobs, relabelling regexes, rule
     files) by promtool with each discovery block swapped for a static target."""
-    config = yaml.safe_load((prom_dir / "prometheus-kubernetes.yml").read_text())
+    prom_dir = k8s_dir
+    config = yaml.safe_load((prom_dir / "prometheus.yml").read_text())
     for job in config["scrape_configs"]:
         for sd in job.pop("kubernetes_sd_configs"):
             assert set(sd) <= K8S_SD_KEYS and sd["role"] in K8S_SD_ROLES
@@ -54,7 +76,7 @@ def test_kubernetes_scrape_config(prom_dir: Path) -> None:
     result = promtool("check", "config", "k8s-swapped.yml", cwd=prom_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     relabel = {r.get("target_label") for r in config["scrape_configs"][0]["relabel_configs"]}
-    assert {"service", "market", "slice", "namespace", "pod"} <= relabel
+    assert {"service", "market", "slice", "variant", "replica_group", "namespace", "pod"} <= relabel
 
 
 def test_promtool_rejects_a_broken_rule(prom_dir: Path) -> None:

@@ -1,5 +1,6 @@
-"""vLLM command lines: the flags research/planning.md §5.1 requires, shell launchers that `sh -n` accepts and that
-quote JSON safely, refusal of MIG arguments vLLM would mis-default, and (e2e) vLLM's own parser accepting them."""
+"""vLLM command lines: the flags docs/deploy-bundle.md#choices-and-why requires, shell launchers that `sh -n` accepts
+and that quote JSON safely, refusal of MIG arguments vLLM would mis-default, and (e2e) vLLM's own parser accepting
+every argv the bundle emits (Kubernetes, SkyPilot and the launchers, deploy-time flags included)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.unit.plan_fixtures import h100_layout, mixed_plan, node_groups, require_tool
 from vlmopt.emit import EmitError, emit_vllm_args
-from vlmopt.emit.groups import VLLM_MODULE, engine_configs, replica_groups
+from vlmopt.emit.groups import VLLM_CLI_MODULE, engine_configs, replica_groups
 from vlmopt.schemas import GpuAssignment
 
 
@@ -45,7 +46,9 @@ def test_one_record_and_launcher_per_engine_config(files: dict[str, str]) -> Non
 def test_flags_pinned_on_mig_and_quantization_only_when_needed(files: dict[str, str]) -> None:
     for rec in records(files):
         argv = rec["argv"]
-        assert argv[:3] == ["python", "-m", VLLM_MODULE]
+        assert argv[:2] == ["vllm", "serve"]
+        assert int(flag(argv, "--shutdown-timeout")) > 0
+        assert 0.2 in json.loads(flag(argv, "--custom-histogram-buckets"))["time_to_first_token"]
         assert flag(argv, "--host") == "0.0.0.0" and flag(argv, "--served-model-name") == rec["service"]
         for name in ("--max-model-len", "--max-num-seqs", "--max-num-batched-tokens"):
             assert flag(argv, name) is not None
@@ -82,8 +85,8 @@ def test_launchers_are_valid_sh_and_round_trip_the_arguments(files: dict[str, st
         assert subprocess.run([sh, "-n", str(path)], capture_output=True).returncode == 0
         exec_line = next(line for line in script.splitlines() if line.startswith("exec "))
         words = shlex.split(exec_line)
-        assert words[:2] == ["exec", "${PYTHON:-python}"] and words[-1] == "$@"
-        assert words[2:-1] == rec["argv"][1:]
+        assert words[:5] == ["exec", "${PYTHON:-python}", "-m", VLLM_CLI_MODULE, "serve"] and words[-1] == "$@"
+        assert words[5:-1] == rec["argv"][2:]
 
 
 def test_launcher_runs_with_a_stub_python(files: dict[str, str], tmp_path: Path) -> None:
@@ -101,7 +104,7 @@ def test_launcher_runs_with_a_stub_python(files: dict[str, str], tmp_path: Path)
         text=True,
         check=True,
     ).stdout.splitlines()
-    assert out == [*rec["argv"][1:], "--port", "8003"]
+    assert out == ["-m", VLLM_CLI_MODULE, "serve", *rec["argv"][2:], "--port", "8003"]
 
 
 def test_replica_table_gives_each_replica_on_a_host_its_own_port(files: dict[str, str]) -> None:
@@ -152,20 +155,43 @@ def test_replicas_inconsistent_with_the_layout_are_refused() -> None:
         emit_vllm_args(mixed_plan(groups))
 
 
+def _all_emitted_argvs() -> list[list[str]]:
+    """Every vLLM command line a bundle carries: engine records, Kubernetes containers, SkyPilot runs."""
+    import yaml
+
+    from tests.unit.bundle_fixtures import by_kind, emit
+    from tests.unit.plan_fixtures import multi_cloud_plan
+
+    files = emit(multi_cloud_plan(), ab={"service": "chat", "variant": "fp8", "model": "Org/m", "weight_percent": 20})
+    argvs = [json.loads(t)["argv"] for p, t in files.items()
+             if p.startswith("vllm/") and p.endswith(".json") and p != "vllm/replicas.json"]
+    argvs += [["vllm", "serve", *d["spec"]["template"]["spec"]["containers"][0]["args"]]
+              for d in by_kind(files, "Deployment")]
+    argvs += [shlex.split(yaml.safe_load(t)["run"]) for p, t in files.items() if p.startswith("skypilot/")]
+    return argvs
+
+
 @pytest.mark.e2e
-def test_vllms_own_parser_accepts_every_emitted_command_line(files: dict[str, str], serve_python: Path) -> None:
-    """The serve env's vLLM parses each argv exactly as `python -m vllm.entrypoints.openai.api_server` would."""
-    argvs = [rec["argv"][3:] for rec in records(files)]
+def test_vllms_own_parser_accepts_every_emitted_command_line(serve_python: Path) -> None:
+    """The serve env's vLLM parses each argv as `vllm serve` would (its serve subcommand's parser), deploy-time
+    flags included: --shutdown-timeout, --custom-histogram-buckets (validated by vLLM's ObservabilityConfig)."""
+    argvs = _all_emitted_argvs()
+    assert all(a[:2] == ["vllm", "serve"] for a in argvs)
     program = (
         "import json, sys\n"
+        "from vllm.config import ObservabilityConfig\n"
         "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
         "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
         "parser = make_arg_parser(FlexibleArgumentParser())\n"
         "out = []\n"
         "for argv in json.load(sys.stdin):\n"
-        "    ns = parser.parse_args(argv)\n"
+        "    ns = parser.parse_args(argv[2:])\n"
+        "    buckets = ns.custom_histogram_buckets\n"
+        "    if buckets is not None:\n"
+        "        ObservabilityConfig(custom_histogram_buckets=buckets)\n"
         "    out.append({'max_num_seqs': ns.max_num_seqs, 'limit_mm_per_prompt': ns.limit_mm_per_prompt,\n"
-        "                'quantization': ns.quantization, 'served_model_name': ns.served_model_name})\n"
+        "                'shutdown_timeout': ns.shutdown_timeout, 'buckets': buckets,\n"
+        "                'served_model_name': ns.served_model_name})\n"
         "print(json.dumps(out))\n"
     )
     result = subprocess.run(
@@ -173,9 +199,24 @@ def test_vllms_own_parser_accepts_every_emitted_command_line(files: dict[str, st
     )
     assert result.returncode == 0, result.stderr[-3000:]
     parsed = json.loads(result.stdout.strip().splitlines()[-1])
-    for rec, ns in zip(records(files), parsed, strict=True):
-        args = rec["server_args"]
-        assert ns["max_num_seqs"] == args["max_num_seqs"]
-        assert ns["limit_mm_per_prompt"] == args["limit_mm_per_prompt"]
-        assert ns["quantization"] == args["quantization"]
-        assert ns["served_model_name"] in ([rec["service"]], rec["service"])
+    for argv, ns in zip(argvs, parsed, strict=True):
+        assert ns["max_num_seqs"] == int(flag(argv, "--max-num-seqs"))
+        assert ns["limit_mm_per_prompt"] == json.loads(flag(argv, "--limit-mm-per-prompt"))
+        assert ns["shutdown_timeout"] == int(flag(argv, "--shutdown-timeout")) > 0
+        assert ns["buckets"] == json.loads(flag(argv, "--custom-histogram-buckets"))
+
+
+@pytest.mark.e2e
+def test_vllm_default_buckets_match_the_copy_the_bundle_extends(serve_python: Path) -> None:
+    """--custom-histogram-buckets replaces a family's defaults; the bundle adds SLO edges to a copy of vLLM's
+    defaults, which must be the installed vLLM's."""
+    from vlmopt.emit.policy import VLLM_DEFAULT_BUCKETS
+
+    program = (
+        "import json\nfrom vllm.v1.metrics.buckets import histogram_buckets\n"
+        f"print(json.dumps({{f: histogram_buckets(f) for f in {sorted(VLLM_DEFAULT_BUCKETS)!r}}}))\n"
+    )
+    result = subprocess.run([str(serve_python), "-c", program], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    installed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert installed == {k: list(v) for k, v in VLLM_DEFAULT_BUCKETS.items()}

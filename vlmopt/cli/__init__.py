@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import benchmark, demo, dev, gpus, plan, quantize, report
+from . import benchmark, compare, demo, dev, gpus, plan, quantize, report
 
 app = typer.Typer(
     name="vlmopt",
@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for stage in (quantize, benchmark, plan, gpus, report, demo, dev):
+for stage in (quantize, benchmark, plan, gpus, report, compare, demo, dev):
     stage.register(app)
 
 

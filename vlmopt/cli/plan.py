@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import EXIT_FAILED, console, err_console, fail
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, console, err_console, fail
 
 
 def _render(plan) -> None:
@@ -91,6 +91,9 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="deploy bundle folder (default: deploy/<workload>)"),
         report_dir: Path | None = typer.Option(None, "--report-dir", help="report folder (default: reports/<name>)"),
         name: str | None = typer.Option(None, "--name", help="plan name (default: the workload's name)"),
+        deploy_settings: Path | None = typer.Option(
+            None, "--deploy-settings", help="deploy settings YAML/JSON (default: the workload's `deploy:` block; "
+            "docs/deploy-bundle.md#deploy-settings)"),
     ) -> None:
         from vlmopt.hw.nvml import NvmlUnavailable
         from vlmopt.plan.errors import PlanInfeasible, PlanInputError
@@ -104,12 +107,22 @@ def register(app: typer.Typer) -> None:
             fail(f"--availability: must be between 0 and 1 (exclusive), got {availability}")
         if mode == "fleet" and inventory is None:
             fail("--inventory: fleet mode needs --inventory nvml or an inventory file")
+        settings = None
+        if deploy_settings is not None:
+            from vlmopt.schemas.common import load_model
+            from vlmopt.schemas.deploy import DeploySettings
+
+            try:
+                settings = load_model(DeploySettings, deploy_settings)
+            except ContractError as exc:
+                fail(f"--deploy-settings: {exc}")
         try:
             inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode)
             plan = make_plan(inputs.workload, inputs.profiles, inputs.manifests, inputs.gpu_catalog,
                              inputs.price_catalog, mode=mode, inventory=inputs.inventory, availability=availability,
                              name=name, workload_ref=inputs.workload_ref, prices_path=inputs.prices_path)
             profs, mans, gpu_cat = inputs.profiles, inputs.manifests, inputs.gpu_catalog
+            settings = settings if settings is not None else inputs.workload.deploy
         except (ContractError, PlanInputError, FileNotFoundError, ValueError, NvmlUnavailable) as exc:
             if isinstance(exc, PlanInfeasible):
                 fail(f"infeasible: {exc}")
@@ -122,13 +135,16 @@ def register(app: typer.Typer) -> None:
             write_bundle = None
         try:
             if write_bundle is not None:
-                written = write_bundle(plan, out_dir, catalog=gpu_cat)
+                written = write_bundle(plan, out_dir, settings, catalog=gpu_cat)
             else:  # the emitters are not installed: the plan alone
                 from vlmopt.schemas.common import save_model
 
                 written = [save_model(plan, out_dir / "plan.json")]
         except Exception as exc:
-            fail(f"--out {out_dir}: {exc}", code=EXIT_FAILED)
+            from vlmopt.emit import EmitError
+
+            # A plan/settings combination the bundle cannot serve is bad input; anything else is a failure.
+            fail(f"--out {out_dir}: {exc}", code=EXIT_BAD_INPUT if isinstance(exc, EmitError) else EXIT_FAILED)
         _render(plan)
         console.print(f"wrote {len(written)} files to {out_dir}/ (plan.json and the deploy bundle)")
 

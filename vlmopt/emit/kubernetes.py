@@ -1,75 +1,60 @@
-"""Kubernetes objects per service: Deployment + HorizontalPodAutoscaler + PodDisruptionBudget per replica group,
-one Service per service; plus the namespace, the model volume and node-pool hints.
+"""Kubernetes objects per cluster: namespace, model storage, weight download, and per service a pool Service (every
+replica of the service: spot and on-demand, every variant), A/B arm Services, and per Deployment group a Deployment
+and a PodDisruptionBudget (plus an HPA when autoscaling runs through prometheus-adapter).
 
-Wiring per research/planning.md §4 (device plugin `mixed` strategy: one `nvidia.com/mig-<profile>` resource per
-profile; mig-manager label `nvidia.com/mig.config`) and §5.2 (vLLM Deployment pattern). Secrets are only ever
-`secretKeyRef`s.
+Wiring: device plugin `mixed` MIG strategy (one `nvidia.com/mig-<profile>` resource per profile), placement from
+platform labels only (platform.py), sizes from the instance (sizing.py), timing from the SLO (policy.py).
+docs/deploy-bundle.md#kubernetes. Secrets are only ever `secretKeyRef`s.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from vlmopt.schemas import NodeGroup, Plan
+from vlmopt.schemas import GpuCatalog, Plan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import DEFAULT_SETTINGS, GENERATED_BY, EmitSettings, dump_yaml, dump_yaml_documents, k8s_name, label_value
-from .groups import (
-    VLLM_MODULE,
-    ReplicaGroup,
-    container_model_path,
-    is_mig_slice,
-    mig_resource_name,
-    replica_groups,
-    services_in_order,
-)
-from .mig_parted import MIG_CONFIG_LABEL, node_group_mig_config
-
-K8S_DIR = "kubernetes"
-CLUSTER_DIR = "cluster"
+from ._common import GENERATED_BY, MODELS_MOUNT, EmitError, dump_yaml, dump_yaml_documents, k8s_name, label_value
+from .clusters import Cluster, DeployGroup
+from .groups import container_model_path, mig_resource_name
+from .mig_parted import node_group_mig_config
+from .platform import GPU_PRODUCT, GPU_TAINT, MIG_CONFIG, SPOT_TAINT, ZONE, capacity_terms, gpu_products
+from .weights import WeightSource, fetch_step, wait_step
 
 PART_OF = "app.kubernetes.io/part-of"
 INSTANCE = "app.kubernetes.io/instance"
 SERVICE_LABEL = "vlmopt.io/service"
 PLAN_LABEL = "vlmopt.io/plan"
 MARKET_LABEL = "vlmopt.io/market"
-GPU_LABEL = "vlmopt.io/gpu"
 SLICE_LABEL = "vlmopt.io/slice"
-SPOT_TAINT_KEY = "vlmopt.io/spot"
-ZONE_KEY = "topology.kubernetes.io/zone"
-# vLLM's queue gauge, renamed by the Prometheus adapter because custom-metric names cannot carry ':'
-# (cluster/prometheus-adapter-values.yaml; metric names from research/benchmark.md §2).
-HPA_QUEUE_METRIC = "vllm_num_requests_waiting"
+VARIANT_LABEL = "vlmopt.io/variant"
+ARM_LABEL = "vlmopt.io/arm"
+# vLLM's queue gauge; the HPA path renames it (custom-metric names cannot carry ':').
 QUEUE_SERIES = "vllm:num_requests_waiting"
+HPA_QUEUE_METRIC = "vllm_num_requests_waiting"
+STARTUP_BUDGET_S = 1200  # weight loading and compilation; the download runs before, in an init container
 
-# Spot taints the managed clouds put on spot node pools themselves, so pods must tolerate them there.
-_CLOUD_SPOT_TAINTS = {
-    "azure": ("kubernetes.azure.com/scalesetpriority", "spot"),
-    "gcp": ("cloud.google.com/gke-spot", "true"),
+# What each CSI provisioner can bind: block devices attach to one node, file systems to many.
+PROVISIONER_ACCESS = {
+    "ebs.csi.aws.com": {"ReadWriteOnce", "ReadWriteOncePod"},
+    "pd.csi.storage.gke.io": {"ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"},
+    "efs.csi.aws.com": {"ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"},
+    "filestore.csi.storage.gke.io": {"ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany"},
 }
+FILESTORE_MIN_GIB = 1024  # the standard (basic HDD) tier's smallest instance
 
 
 def market_value(market: str) -> str:
     return market.replace("_", "-")
 
 
-def node_labels(group: NodeGroup) -> dict[str, str]:
-    """Labels vlmopt's Deployments select on; put them on the node pool of this node group."""
-    return {
-        GPU_LABEL: label_value(group.gpu),
-        MARKET_LABEL: market_value(group.market),
-        MIG_CONFIG_LABEL: node_group_mig_config(group),
-    }
+def selector(group: DeployGroup) -> dict[str, str]:
+    return {INSTANCE: group.name, PART_OF: "vlmopt"}
 
 
-def node_taints(group: NodeGroup) -> list[dict[str, str]]:
-    if group.market != "spot":
-        return []
-    return [{"key": SPOT_TAINT_KEY, "value": "true", "effect": "NoSchedule"}]
-
-
-def _pod_labels(plan: Plan, group: ReplicaGroup) -> dict[str, str]:
+def pod_labels(plan: Plan, group: DeployGroup) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "vllm",
         PART_OF: "vlmopt",
@@ -78,286 +63,388 @@ def _pod_labels(plan: Plan, group: ReplicaGroup) -> dict[str, str]:
         PLAN_LABEL: label_value(plan.name),
         MARKET_LABEL: market_value(group.market),
         SLICE_LABEL: label_value(group.engine.slice),
+        VARIANT_LABEL: label_value(group.variant),
+        ARM_LABEL: group.arm,
     }
 
 
-def _compute_slices(slice_name: str) -> int:
-    match = re.match(r"(\d+)g\.", slice_name)
-    return int(match.group(1)) if match else 7
-
-
-def _host_resources(slice_name: str) -> dict[str, str]:
-    """CPU and host RAM per replica: 2 cores per MIG compute slice (8 for a whole GPU) feed the tokenizer and image
-    preprocessing; host RAM covers loading the weights: about half the slice's memory, at least 8 GiB."""
-    if not is_mig_slice(slice_name):
-        return {"cpu": "8", "memory": "32Gi"}
-    mem = re.search(r"\.(\d+)gb", slice_name)
-    gib = max(8, math.ceil(int(mem.group(1)) / 2)) if mem else 16
-    return {"cpu": str(2 * _compute_slices(slice_name)), "memory": f"{gib}Gi"}
-
-
-def _affinity(group: ReplicaGroup) -> dict[str, Any]:
-    expressions = [
-        {"key": MARKET_LABEL, "operator": "In", "values": [market_value(group.market)]},
-        {"key": GPU_LABEL, "operator": "In", "values": [label_value(group.engine.gpu)]},
-    ]
+def _affinity(cluster: Cluster, group: DeployGroup, catalog: GpuCatalog) -> dict[str, Any]:
+    products: set[str] = set()
+    for ng in group.node_groups:
+        products.update(gpu_products(catalog.get(ng.gpu)))
+    common = [{"key": GPU_PRODUCT, "operator": "In", "values": sorted(products)}]
     if group.engine.is_mig:
         configs = sorted({node_group_mig_config(ng) for ng in group.node_groups})
-        expressions.append({"key": MIG_CONFIG_LABEL, "operator": "In", "values": configs})
-    return {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
-        }
-    }
+        common.append({"key": MIG_CONFIG, "operator": "In", "values": configs})
+    terms = [{"matchExpressions": common + extra} for extra in capacity_terms(cluster.cloud, group.market)]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
-def _tolerations(group: ReplicaGroup) -> list[dict[str, str]]:
-    tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    if group.market == "spot":
-        tolerations.append({"key": SPOT_TAINT_KEY, "operator": "Equal", "value": "true", "effect": "NoSchedule"})
-        for cloud in sorted({(ng.cloud or "").lower() for ng in group.node_groups}):
-            if cloud in _CLOUD_SPOT_TAINTS:
-                key, value = _CLOUD_SPOT_TAINTS[cloud]
-                tolerations.append({"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"})
+def _tolerations(cluster: Cluster, group: DeployGroup) -> list[dict[str, str]]:
+    tolerations = [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
+    if group.market == "spot" and cluster.cloud in SPOT_TAINT:
+        taint = SPOT_TAINT[cluster.cloud]
+        tolerations.append({"key": taint["key"], "operator": "Equal", "value": taint["value"], "effect": "NoSchedule"})
     return tolerations
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    # optional: a public model needs no token and an open endpoint needs no key; the pod still starts.
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}}}
+def _secret_env(name: str, secret: str, key: str, optional: bool) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
 
 
-def _container(group: ReplicaGroup, settings: EmitSettings) -> dict[str, Any]:
+def _weights_gib(group: DeployGroup) -> float:
+    for ng in group.node_groups:
+        for r in ng.gpu_layout.replicas:
+            if r.memory_gib and "weights" in r.memory_gib and r.variant == group.engine.variant:
+                return r.memory_gib["weights"]
+    return 40.0
+
+
+def per_pod_volume_gib(group: DeployGroup, settings: DeploySettings) -> int:
+    """The checkpoint plus a fifth for the hub download's temporary files, +5 GiB."""
+    if settings.storage.size_gib:
+        return settings.storage.size_gib
+    return math.ceil(_weights_gib(group) * 1.2 + 5)
+
+
+def shared_volume_gib(cluster: Cluster, settings: DeploySettings) -> int:
+    if settings.storage.size_gib:
+        return settings.storage.size_gib
+    per_model: dict[str, float] = {}
+    for g in cluster.groups:
+        per_model[g.weights.model] = _weights_gib(g)
+    return math.ceil(sum(per_model.values()) * 1.5 + 20)
+
+
+def storage_class_name(cluster: Cluster, settings: DeploySettings) -> str | None:
+    """The class claims use: the user's for this cloud, else the one the bundle defines (None: cluster default)."""
+    chosen = settings.storage.storage_class.get(cluster.cloud or "default")
+    if chosen:
+        return chosen
+    if cluster.cloud in ("aws", "gcp"):
+        return "vlmopt-rwx" if settings.storage.mode == "shared" else "vlmopt-rwo"
+    if settings.storage.mode == "shared":
+        raise EmitError(
+            "storage.mode shared on a fleet cluster needs deploy.storage.storage_class.default (a ReadWriteMany class)"
+        )
+    return None
+
+
+def storage_class_object(cluster: Cluster, settings: DeploySettings) -> dict[str, Any] | None:
+    if settings.storage.storage_class.get(cluster.cloud or "default") or cluster.cloud not in ("aws", "gcp"):
+        return None
+    shared = settings.storage.mode == "shared"
+    if cluster.cloud == "aws" and shared:
+        if settings.storage.efs_file_system_id is None:
+            raise EmitError(
+                f"{cluster.key}: storage.mode shared needs deploy.storage.efs_file_system_id (an EFS file system "
+                "the EFS CSI driver creates access points in) or deploy.storage.storage_class.aws"
+            )
+        provisioner = "efs.csi.aws.com"
+        # Access points owned by the pods' UID/GID (they run as 1000).
+        parameters = {
+            "provisioningMode": "efs-ap",
+            "fileSystemId": settings.storage.efs_file_system_id,
+            "directoryPerms": "750",
+            "uid": "1000",
+            "gid": "1000",
+        }
+    elif cluster.cloud == "aws":
+        provisioner, parameters = "ebs.csi.aws.com", {"type": "gp3"}
+    elif shared:
+        provisioner, parameters = "filestore.csi.storage.gke.io", {"tier": "standard", "network": "default"}
+    else:
+        provisioner, parameters = "pd.csi.storage.gke.io", {"type": "pd-balanced"}
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": storage_class_name(cluster, settings), "labels": {PART_OF: "vlmopt"}},
+        "provisioner": provisioner,
+        "parameters": parameters,
+        "reclaimPolicy": "Delete",
+        "allowVolumeExpansion": True,
+        # Block volumes must be created in the zone the pod lands in.
+        "volumeBindingMode": "WaitForFirstConsumer",
+    }
+
+
+MODEL_PVC = "vlmopt-models"
+
+
+def model_volume_claim(cluster: Cluster, settings: DeploySettings) -> dict[str, Any]:
+    size = shared_volume_gib(cluster, settings)
+    if cluster.cloud == "gcp" and not settings.storage.storage_class.get("gcp"):
+        size = max(size, FILESTORE_MIN_GIB)
+    spec: dict[str, Any] = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": f"{size}Gi"}}}
+    name = storage_class_name(cluster, settings)
+    if name:
+        spec["storageClassName"] = name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": MODEL_PVC, "namespace": settings.namespace, "labels": {PART_OF: "vlmopt"}},
+        "spec": spec,
+    }
+
+
+_RESTRICTED = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _download_env(settings: DeploySettings) -> list[dict[str, Any]]:
+    hf = settings.secrets.hf_token
+    return [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/.hf-home"},
+        _secret_env("HF_TOKEN", hf.name, hf.key, optional=True),
+    ]
+
+
+def _init_container(source: WeightSource, settings: DeploySettings) -> dict[str, Any]:
+    if settings.storage.mode == "shared":
+        image, command = settings.image, wait_step(source)
+    else:
+        image, command = fetch_step(source, settings.image)
+    return {
+        "name": "weights",
+        "image": image,
+        "command": command,
+        "env": _download_env(settings),
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": dict(_RESTRICTED),
+    }
+
+
+def vllm_args(group: DeployGroup) -> list[str]:
+    args = group.engine.server_args.model_copy(update={"model": container_model_path(group.model)})
+    return [*args.to_cli(), *group.frontend]
+
+
+def _container(group: DeployGroup, settings: DeploySettings) -> dict[str, Any]:
     engine = group.engine
-    args = engine.server_args.model_copy(update={"model": container_model_path(engine.server_args.model, settings)})
     gpu_resource = mig_resource_name(engine.slice) if engine.is_mig else "nvidia.com/gpu"
-    host = _host_resources(engine.slice)
+    size = group.size
     env = [{"name": k, "value": v} for k, v in sorted(engine.env.items())]
     env += [
         # readOnlyRootFilesystem: caches go to the writable volumes.
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
-        {"name": "HF_HOME", "value": f"{settings.models_mount}/hf-cache"},
-        _secret_env("HF_TOKEN", settings.hf_token_secret, settings.hf_token_key),
-        _secret_env("VLLM_API_KEY", settings.api_key_secret, settings.api_key_key),
+        {"name": "HF_HOME", "value": "/tmp/hf-home"},
+        # Weights are on the volume before the server starts: never reach the hub from a serving pod.
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
-    probe_get = {"path": "/health", "port": "http"}
-    return {
+    if settings.secrets.require_api_key:
+        key = settings.secrets.api_key
+        env.append(_secret_env("VLLM_API_KEY", key.name, key.key, optional=False))
+    probe = {"path": "/health", "port": "http"}
+    container: dict[str, Any] = {
         "name": "vllm",
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["python3", "-m", VLLM_MODULE],
-        "args": args.to_cli(),
+        "command": ["vllm", "serve"],
+        "args": vllm_args(group),
         "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}],
         "env": env,
         "resources": {
-            "requests": {**host, gpu_resource: "1"},
+            "requests": {"cpu": size.cpu_quantity, "memory": size.memory_quantity, gpu_resource: "1"},
             # No CPU limit: throttling shows up as latency; memory limit = request so eviction is predictable.
-            "limits": {"memory": host["memory"], gpu_resource: "1"},
+            "limits": {"memory": size.memory_quantity, gpu_resource: "1"},
         },
         "volumeMounts": [
-            {"name": "models", "mountPath": settings.models_mount},
+            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
             {"name": "shm", "mountPath": "/dev/shm"},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        # Loading weights and compiling can take many minutes: startup allows 20 min before liveness starts.
-        "startupProbe": {"httpGet": probe_get, "periodSeconds": 10, "failureThreshold": 120, "timeoutSeconds": 5},
-        "readinessProbe": {"httpGet": probe_get, "periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 5},
-        "livenessProbe": {"httpGet": probe_get, "periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 5},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
+        "startupProbe": {
+            "httpGet": probe, "periodSeconds": 10, "failureThreshold": STARTUP_BUDGET_S // 10, "timeoutSeconds": 5,
         },
+        "readinessProbe": {"httpGet": probe, "periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 5},
+        "livenessProbe": {"httpGet": probe, "periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 5},
+        "securityContext": dict(_RESTRICTED),
+    }
+    if group.shutdown.prestop_s:
+        # Load balancers and kube-proxy drop the pod's endpoint asynchronously; keep serving until they have,
+        # then SIGTERM starts vLLM's drain (--shutdown-timeout).
+        container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(group.shutdown.prestop_s)]}}}
+    return container
+
+
+def _models_volume(group: DeployGroup, cluster: Cluster, settings: DeploySettings) -> dict[str, Any]:
+    if settings.storage.mode == "shared":
+        return {"name": "models", "persistentVolumeClaim": {"claimName": MODEL_PVC}}
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{per_pod_volume_gib(group, settings)}Gi"}},
+    }
+    name = storage_class_name(cluster, settings)
+    if name:
+        spec["storageClassName"] = name
+    # A generic ephemeral volume: created with the pod in its zone, deleted with it.
+    return {
+        "name": "models",
+        "ephemeral": {"volumeClaimTemplate": {"metadata": {"labels": {PART_OF: "vlmopt"}}, "spec": spec}},
     }
 
 
-def deployment(plan: Plan, group: ReplicaGroup, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, Any]:
-    labels = _pod_labels(plan, group)
-    selector = {INSTANCE: group.name, PART_OF: "vlmopt"}
+def deployment(
+    plan: Plan, cluster: Cluster, group: DeployGroup, settings: DeploySettings, catalog: GpuCatalog
+) -> dict[str, Any]:
+    labels = pod_labels(plan, group)
     engine = group.engine
     annotations = {
         "vlmopt.io/capacity-rps-per-replica": f"{engine.capacity_rps:g}",
         "vlmopt.io/capacity-source": engine.capacity_provenance.label(),
         "vlmopt.io/node-groups": ",".join(ng.name for ng in group.node_groups),
+        "vlmopt.io/sizing": group.size.derivation,
+        "vlmopt.io/grace": group.shutdown.derivation,
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        # AWS gives a spot instance 2 minutes' notice (research/planning.md §7): drain in-flight streams within it.
-        "terminationGracePeriodSeconds": 110,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "affinity": _affinity(group),
-        "tolerations": _tolerations(group),
-        # Spot interruptions are correlated within a zone (research/planning.md §7): spread replicas over zones.
+        "terminationGracePeriodSeconds": group.shutdown.grace_s,
+        "securityContext": dict(_POD_SECURITY),
+        "affinity": _affinity(cluster, group, catalog),
+        "tolerations": _tolerations(cluster, group),
+        # Spot interruptions are correlated within a zone (docs/cost-model.md): spread replicas over zones.
         "topologySpreadConstraints": [
             {
                 "maxSkew": 1,
-                "topologyKey": ZONE_KEY,
+                "topologyKey": ZONE,
                 "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": selector},
+                "labelSelector": {"matchLabels": selector(group)},
             }
         ],
+        "initContainers": [_init_container(group.weights, settings)],
         "containers": [_container(group, settings)],
         "volumes": [
-            {"name": "models", "persistentVolumeClaim": {"claimName": settings.model_pvc}},
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}},
+            _models_volume(group, cluster, settings),
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": group.size.shm_quantity}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}},
         ],
     }
+    if settings.storage.service_account:
+        pod_spec["serviceAccountName"] = settings.storage.service_account
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(group)},
+        # Each replica holds a whole slice and the plan buys exactly the slices it needs: a surge pod would find no
+        # free slice, so replace one pod at a time instead.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+    }
+    if not _autoscaled(group, settings):
+        # Under an autoscaler the replica count is its to set; a `replicas` field would fight it on every apply.
+        spec = {"replicas": group.replicas, **spec}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": group.name, "namespace": settings.namespace, "labels": labels, "annotations": annotations},
-        "spec": {
-            "replicas": group.replicas,
-            "selector": {"matchLabels": selector},
-            # Never drop below the planned count while rolling: surge one pod, take none away first.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec},
+        "metadata": {
+            "name": group.name,
+            "namespace": settings.namespace,
+            "labels": labels,
+            "annotations": {"vlmopt.io/min-replicas": str(group.replicas)},
         },
+        "spec": spec,
     }
 
 
-def horizontal_pod_autoscaler(plan: Plan, group: ReplicaGroup, settings: EmitSettings = DEFAULT_SETTINGS) -> dict:
-    """The plan sizes each group for peak x (1 + headroom), so that is the floor; bursts beyond it scale out on the
-    queue while the cluster has free slices."""
-    max_replicas = max(group.replicas + 1, math.ceil(group.replicas * settings.hpa_max_replicas_factor))
+def _autoscaled(group: DeployGroup, settings: DeploySettings) -> bool:
+    return settings.autoscaling.engine != "none" and group.max_replicas > group.replicas
+
+
+def pod_disruption_budget(plan: Plan, group: DeployGroup, settings: DeploySettings) -> dict:
+    """Voluntary disruptions (drains, MIG re-partitioning) take one pod at a time. With a single replica that is the
+    whole service: the README says so instead of claiming availability (readme.py)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": group.name, "namespace": settings.namespace, "labels": pod_labels(plan, group)},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(group)}},
+    }
+
+
+def horizontal_pod_autoscaler(plan: Plan, group: DeployGroup, settings: DeploySettings) -> dict:
+    a = settings.autoscaling
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": group.name, "namespace": settings.namespace, "labels": _pod_labels(plan, group)},
+        "metadata": {"name": group.name, "namespace": settings.namespace, "labels": pod_labels(plan, group)},
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": group.name},
             "minReplicas": group.replicas,
-            "maxReplicas": max_replicas,
+            "maxReplicas": group.max_replicas,
             "metrics": [
                 {
                     "type": "Pods",
                     "pods": {
                         "metric": {"name": HPA_QUEUE_METRIC},
-                        "target": {"type": "AverageValue", "averageValue": str(settings.hpa_waiting_requests_target)},
+                        "target": {"type": "AverageValue", "averageValue": f"{a.waiting_requests_per_replica:g}"},
                     },
                 }
             ],
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": 60,
-                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
-                },
-                # A new replica takes minutes to load: keep it 10 minutes before giving it back.
-                "scaleDown": {"stabilizationWindowSeconds": 600},
-            },
+            "behavior": scaling_behavior(settings),
         },
     }
 
 
-def pod_disruption_budget(plan: Plan, group: ReplicaGroup, settings: EmitSettings = DEFAULT_SETTINGS) -> dict:
-    """Voluntary disruptions (drains, MIG re-partitioning, research/planning.md §8) take one pod at a time."""
+def scaling_behavior(settings: DeploySettings) -> dict[str, Any]:
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": {"name": group.name, "namespace": settings.namespace, "labels": _pod_labels(plan, group)},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {INSTANCE: group.name, PART_OF: "vlmopt"}}},
+        "scaleUp": {"stabilizationWindowSeconds": 60, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]},
+        # A new replica takes minutes to load: keep it before giving it back.
+        "scaleDown": {"stabilizationWindowSeconds": settings.autoscaling.scale_down_delay_s},
     }
 
 
-def service_object(plan: Plan, service: str, settings: EmitSettings = DEFAULT_SETTINGS) -> dict:
-    """One ClusterIP Service over every replica group of the service (spot and on-demand, all slice types)."""
-    selector = {SERVICE_LABEL: label_value(service), PLAN_LABEL: label_value(plan.name), PART_OF: "vlmopt"}
+def queue_query(group: DeployGroup, settings: DeploySettings) -> str:
+    return f'sum({QUEUE_SERIES}{{namespace="{settings.namespace}",replica_group="{group.name}"}})'
+
+
+def scaled_object(plan: Plan, group: DeployGroup, settings: DeploySettings) -> dict:
+    """KEDA ScaledObject: the group's total waiting requests / per-replica target = replicas wanted
+    (https://keda.sh/docs/latest/scalers/prometheus/)."""
+    a = settings.autoscaling
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": k8s_name(service), "namespace": settings.namespace, "labels": dict(selector)},
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": group.name, "namespace": settings.namespace, "labels": pod_labels(plan, group)},
         "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [{"name": "http", "port": settings.port, "targetPort": "http", "protocol": "TCP"}],
+            "scaleTargetRef": {"name": group.name},
+            "minReplicaCount": group.replicas,
+            "maxReplicaCount": group.max_replicas,
+            "pollingInterval": 15,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scaling_behavior(settings)}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": settings.prometheus_url,
+                        "query": queue_query(group, settings),
+                        "threshold": f"{a.waiting_requests_per_replica:g}",
+                    },
+                }
+            ],
         },
     }
 
 
-def namespace_object(plan: Plan, settings: EmitSettings) -> dict:
+def prometheus_adapter_values(settings: DeploySettings) -> dict:
+    """prometheus-adapter Helm values: where Prometheus is, and vLLM's queue gauge as a per-pod custom metric."""
+    url = urlsplit(settings.prometheus_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
     return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": settings.namespace, "labels": {PART_OF: "vlmopt", PLAN_LABEL: label_value(plan.name)}},
-    }
-
-
-def _model_storage_gib(plan: Plan) -> int:
-    """Sum of the distinct (model, variant) weights the plan serves, x1.5 for the hub cache's copies, +20 GiB."""
-    weights: dict[tuple[str, str], float] = {}
-    for group in plan.node_groups:
-        for r in group.gpu_layout.replicas:
-            if r.memory_gib and "weights" in r.memory_gib:
-                weights[(r.server_args.model, r.variant)] = r.memory_gib["weights"]
-    if not weights:
-        return 200
-    return math.ceil(sum(weights.values()) * 1.5 + 20)
-
-
-def model_volume_claim(plan: Plan, settings: EmitSettings) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": settings.model_pvc, "namespace": settings.namespace, "labels": {PART_OF: "vlmopt"}},
-        "spec": {
-            # Every replica mounts it: shared read access across nodes.
-            "accessModes": ["ReadWriteMany"],
-            "resources": {"requests": {"storage": f"{_model_storage_gib(plan)}Gi"}},
-        },
-    }
-
-
-def service_documents(plan: Plan, service: str, groups: list[ReplicaGroup], settings: EmitSettings) -> list[dict]:
-    docs: list[dict] = [service_object(plan, service, settings)]
-    for group in groups:
-        docs += [
-            deployment(plan, group, settings),
-            horizontal_pod_autoscaler(plan, group, settings),
-            pod_disruption_budget(plan, group, settings),
-        ]
-    return docs
-
-
-def node_pool_hints(plan: Plan) -> dict:
-    pools = []
-    for group in plan.node_groups:
-        labels = node_labels(group)
-        taints = node_taints(group)
-        pools.append(
-            {
-                "node_group": group.name,
-                "gpu": group.gpu,
-                "cloud": group.cloud,
-                "region": group.region,
-                "instance_type": group.instance_type,
-                "market": group.market,
-                "instances": group.instances,
-                "gpus_per_instance": group.gpus_per_instance,
-                "mig_layout": group.gpu_layout.mig_layout,
-                "labels": labels,
-                "taints": taints,
-                "commands": [
-                    "kubectl label node <node> " + " ".join(f"{k}={v}" for k, v in labels.items()) + " --overwrite",
-                    *(f"kubectl taint node <node> {t['key']}={t['value']}:{t['effect']}" for t in taints),
-                ],
-            }
-        )
-    return {"plan": plan.name, "device_plugin_mig_strategy": "mixed", "node_pools": pools}
-
-
-def prometheus_adapter_values() -> dict:
-    """prometheus-adapter Helm values exposing vLLM's queue gauge as a per-pod custom metric for the HPA."""
-    return {
+        "prometheus": {"url": f"{url.scheme}://{url.hostname}", "port": port, "path": url.path.rstrip("/")},
         "rules": {
             "default": False,
             "custom": [
@@ -368,27 +455,126 @@ def prometheus_adapter_values() -> dict:
                     "metricsQuery": "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)",
                 }
             ],
-        }
+        },
     }
 
 
-def emit_kubernetes(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, str]:
-    groups = replica_groups(plan, settings)
+def service_object(plan: Plan, service: str, settings: DeploySettings, arm: str | None = None) -> dict:
+    """The pool Service (arm None) selects every replica of the service, so when spot pods or a whole variant go,
+    the remaining endpoints take the traffic; arm Services select one side of an A/B split."""
+    selector_labels = {SERVICE_LABEL: label_value(service), PLAN_LABEL: label_value(plan.name), PART_OF: "vlmopt"}
+    if arm:
+        selector_labels[ARM_LABEL] = arm
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(service, arm),
+            "namespace": settings.namespace,
+            "labels": dict(selector_labels),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels,
+            "ports": [{"name": "http", "port": settings.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def service_name(service: str, arm: str | None = None) -> str:
+    return k8s_name(service, arm or "")
+
+
+def namespace_object(plan: Plan, settings: DeploySettings) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": settings.namespace, "labels": {PART_OF: "vlmopt", PLAN_LABEL: label_value(plan.name)}},
+    }
+
+
+def download_job(source: WeightSource, settings: DeploySettings) -> dict:
+    """Shared volume: one Job per checkpoint fills it once; pods wait for its completion marker."""
+    image, command = fetch_step(source, settings.image)
+    pod: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "automountServiceAccountToken": False,
+        "securityContext": dict(_POD_SECURITY),
+        "containers": [
+            {
+                "name": "download",
+                "image": image,
+                "command": command,
+                "env": _download_env(settings),
+                "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+                "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+                "securityContext": dict(_RESTRICTED),
+            }
+        ],
+        "volumes": [
+            {"name": "models", "persistentVolumeClaim": {"claimName": MODEL_PVC}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
+        ],
+    }
+    if settings.storage.service_account:
+        pod["serviceAccountName"] = settings.storage.service_account
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": k8s_name("weights", source.model),
+            "namespace": settings.namespace,
+            "labels": {PART_OF: "vlmopt"},
+        },
+        "spec": {"backoffLimit": 6, "template": {"metadata": {"labels": {PART_OF: "vlmopt"}}, "spec": pod}},
+    }
+
+
+def service_documents(plan: Plan, cluster: Cluster, service: str, settings: DeploySettings, catalog) -> list[dict]:
+    groups = [g for g in cluster.groups if g.service == service]
+    docs: list[dict] = [service_object(plan, service, settings)]
+    if any(g.arm == "b" for g in groups):
+        docs += [service_object(plan, service, settings, "a"), service_object(plan, service, settings, "b")]
+    for group in groups:
+        docs += [deployment(plan, cluster, group, settings, catalog), pod_disruption_budget(plan, group, settings)]
+        if settings.autoscaling.engine == "hpa" and _autoscaled(group, settings):
+            docs.append(horizontal_pod_autoscaler(plan, group, settings))
+    return docs
+
+
+def emit_cluster_kubernetes(
+    plan: Plan, cluster: Cluster, settings: DeploySettings, catalog: GpuCatalog
+) -> dict[str, str]:
+    folder = f"{cluster.folder}/kubernetes"
     header = [f"{GENERATED_BY} ({plan.name}); kubectl apply -f <this file>"]
-    files = {
-        f"{K8S_DIR}/00-namespace.yaml": dump_yaml_documents([namespace_object(plan, settings)], header),
-        f"{K8S_DIR}/01-model-storage.yaml": dump_yaml_documents([model_volume_claim(plan, settings)], header),
-    }
-    for service in services_in_order(plan):
-        own = [g for g in groups if g.service == service]
-        if own:
-            docs = service_documents(plan, service, own, settings)
-            files[f"{K8S_DIR}/service-{k8s_name(service)}.yaml"] = dump_yaml_documents(docs, header)
-    files[f"{CLUSTER_DIR}/node-pools.yaml"] = dump_yaml(
-        node_pool_hints(plan), header=[f"{GENERATED_BY}: labels and taints each node pool needs (not a k8s object)"]
-    )
-    files[f"{CLUSTER_DIR}/prometheus-adapter-values.yaml"] = dump_yaml(
-        prometheus_adapter_values(),
-        header=[f"{GENERATED_BY}: helm install prometheus-adapter prometheus-community/prometheus-adapter -f <this>"],
-    )
+    files = {f"{folder}/00-namespace.yaml": dump_yaml_documents([namespace_object(plan, settings)], header)}
+    storage: list[dict] = []
+    sc = storage_class_object(cluster, settings)
+    if sc is not None:
+        storage.append(sc)
+    if settings.storage.mode == "shared":
+        storage.append(model_volume_claim(cluster, settings))
+        files[f"{folder}/02-model-download.yaml"] = dump_yaml_documents(
+            [download_job(w, settings) for w in cluster.weights], header
+        )
+    else:
+        storage_class_name(cluster, settings)  # raises on a fleet cluster that cannot serve the mode
+    if storage:
+        files[f"{folder}/01-model-storage.yaml"] = dump_yaml_documents(storage, header)
+    for service in cluster.services:
+        files[f"{folder}/service-{k8s_name(service)}.yaml"] = dump_yaml_documents(
+            service_documents(plan, cluster, service, settings, catalog), header
+        )
+    scaled = [g for g in cluster.groups if _autoscaled(g, settings)]
+    if settings.autoscaling.engine == "keda" and scaled:
+        files[f"{cluster.folder}/autoscaling/keda-scaledobjects.yaml"] = dump_yaml_documents(
+            [scaled_object(plan, g, settings) for g in scaled],
+            [f"{GENERATED_BY} ({plan.name}); needs KEDA 2.x: kubectl apply -f <this file>"],
+        )
+    elif settings.autoscaling.engine == "hpa" and scaled:
+        files[f"{cluster.folder}/autoscaling/prometheus-adapter-values.yaml"] = dump_yaml(
+            prometheus_adapter_values(settings),
+            header=[f"{GENERATED_BY}: helm install prometheus-adapter prometheus-community/prometheus-adapter -f "
+                    "<this file>"],
+        )
     return files

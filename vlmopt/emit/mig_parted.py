@@ -1,9 +1,10 @@
 """mig-parted `version: v1` config, one named config per distinct (GPU, MIG layout), and each node group's label.
 
-Schema per research/planning.md §3 (mig-parted api/spec/v1): `mig-configs: {name: [{device-filter, devices,
-mig-enabled, mig-devices}]}`. The GPU Operator's mig-manager applies the config named by the node label
-`nvidia.com/mig.config` (research/planning.md §4.2). Every layout is checked against the hardware model's
-placement rules first; an invalid layout is refused, never written.
+Schema: mig-parted's api/spec/v1 (https://github.com/NVIDIA/mig-parted/tree/main/api/spec/v1): `mig-configs:
+{name: [{device-filter, devices, mig-enabled, mig-devices}]}`. The GPU Operator's mig-manager applies the config
+named by the node label `nvidia.com/mig.config`
+(https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/gpu-operator-mig.html). Every layout is checked
+against the hardware model's placement rules first; an invalid layout is refused, never written.
 """
 
 from __future__ import annotations
@@ -12,19 +13,12 @@ from collections import Counter
 from collections.abc import Sequence
 
 from vlmopt.schemas import GpuCatalog, GpuSpec, NodeGroup, Plan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import (
-    DEFAULT_SETTINGS,
-    GENERATED_BY,
-    EmitError,
-    EmitSettings,
-    dump_yaml,
-    dump_yaml_documents,
-    label_value,
-)
+from ._common import DEFAULT_SETTINGS, GENERATED_BY, EmitError, dump_yaml, label_value
 
 MIG_CONFIG_LABEL = "nvidia.com/mig.config"
-# mig-parted's stock name for "MIG off"; the GPU Operator's default config (research/planning.md §4.2).
+# mig-parted's stock name for "MIG off"; the GPU Operator's default config (docs/deploy-bundle.md#choices-and-why).
 ALL_DISABLED = "all-disabled"
 MIG_DIR = "mig-parted"
 
@@ -53,7 +47,7 @@ def mig_config_name(gpu: str, layout: Sequence[str] | None) -> str:
     return label_value(f"vlmopt-{gpu}-{body}")
 
 
-def _load_catalog() -> GpuCatalog:
+def load_catalog() -> GpuCatalog:
     from vlmopt.hw.catalog import load_gpu_catalog
 
     return load_gpu_catalog()
@@ -71,7 +65,7 @@ def validate_node_group_layout(group: NodeGroup, gpu: GpuSpec) -> None:
             f"node group {group.name}: GPU {gpu.id} does not support MIG but has layout {layout.mig_layout}"
         )
     if not layout.mig_layout:
-        # research/planning.md §8 (k8s-device-plugin#767): MIG-enabled but empty GPUs are not advertised.
+        # MIG-enabled but empty GPUs are not advertised (NVIDIA/k8s-device-plugin#767).
         raise EmitError(f"node group {group.name}: empty MIG layout; use mig_layout: null for a whole GPU")
     try:
         validate_layout(gpu, list(layout.mig_layout), layout.mig_placements)
@@ -105,7 +99,7 @@ def build_mig_parted_config(plan: Plan, catalog: GpuCatalog) -> tuple[dict, dict
             continue
         entry: dict[str, object] = {}
         if gpu.pci_device_ids:
-            # Restricts the config to this GPU model on a mixed node (research/planning.md §1.5 for the id format).
+            # Restricts the config to this GPU model on a mixed node (id format: docs/deploy-bundle.md#choices-and-why).
             entry["device-filter"] = gpu.nvml_pci_device_ids
         entry["devices"] = "all"
         entry["mig-enabled"] = True
@@ -115,43 +109,13 @@ def build_mig_parted_config(plan: Plan, catalog: GpuCatalog) -> tuple[dict, dict
 
 
 def emit_mig_parted(
-    plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS, catalog: GpuCatalog | None = None
+    plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS, catalog: GpuCatalog | None = None
 ) -> dict[str, str]:
-    catalog = catalog if catalog is not None else _load_catalog()
-    config, labels = build_mig_parted_config(plan, catalog)
+    catalog = catalog if catalog is not None else load_catalog()
+    config, _ = build_mig_parted_config(plan, catalog)
     config_text = dump_yaml(
         config, header=[f"{GENERATED_BY} ({plan.name}): nvidia-mig-parted apply -f config.yaml -c <name>"]
     )
-    node_labels = {
-        "label": MIG_CONFIG_LABEL,
-        "node_groups": [
-            {
-                "node_group": g.name,
-                "gpu": g.gpu,
-                "market": g.market,
-                "instances": g.instances,
-                "mig_layout": g.gpu_layout.mig_layout,
-                "value": labels[g.name],
-                "command": f"kubectl label node <node> {MIG_CONFIG_LABEL}={labels[g.name]} --overwrite",
-            }
-            for g in plan.node_groups
-        ],
-    }
-    # The GPU Operator's mig-manager reads its config from a ConfigMap key `config.yaml` (research §4.2).
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": "vlmopt-mig-parted-config",
-            "namespace": settings.gpu_operator_namespace,
-            "labels": {"app.kubernetes.io/part-of": "vlmopt", "vlmopt.io/plan": label_value(plan.name)},
-        },
-        "data": {"config.yaml": dump_yaml(config)},
-    }
-    return {
-        f"{MIG_DIR}/config.yaml": config_text,
-        f"{MIG_DIR}/node-labels.yaml": dump_yaml(node_labels, header=[GENERATED_BY]),
-        f"{MIG_DIR}/configmap.yaml": dump_yaml_documents(
-            [configmap], header=[f"{GENERATED_BY}: helm ... --set migManager.config.name=vlmopt-mig-parted-config"]
-        ),
-    }
+    # Kubernetes: each cluster's GPU operator reads its own subset as a ConfigMap (node_pools.py) and each node
+    # pool labels its nodes with their config's name; this file is for `nvidia-mig-parted` on VMs.
+    return {f"{MIG_DIR}/config.yaml": config_text}

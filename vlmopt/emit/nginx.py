@@ -1,8 +1,10 @@
 """NGINX: a `least_conn` upstream per service over every replica (host:port), and a server proxying /v1 to it.
 
 For VM / fleet deployments where replicas run as processes (vllm/*.sh, ports from vllm/replicas.json). The file
-goes inside `http {}` (e.g. /etc/nginx/conf.d/). Settings keep token streams flowing: no proxy buffering, long read
-timeouts, HTTP/1.1 keep-alive to the upstream, and a body limit large enough for base64 images.
+goes inside `http {}` (e.g. /etc/nginx/conf.d/). Token streams (SSE) flow unbuffered and uncompressed; a replica
+that refuses connections is skipped within seconds and marked failed for a while (passive circuit breaking); a
+request that never reached a replica is tried on the next one; the read timeout is the service's SLO-derived
+request timeout (policy.py, docs/deploy-bundle.md#failure-policy).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vlmopt.schemas import Plan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import DEFAULT_SETTINGS, GENERATED_BY, EmitSettings
-from .groups import ReplicaEndpoint, replica_endpoints, replica_host, services_in_order
+from ._common import DEFAULT_SETTINGS, GENERATED_BY
+from .groups import ReplicaEndpoint, replica_endpoints, replica_host, service_plans, services_in_order
+from .policy import service_timeouts
 
 NGINX_PATH = "nginx/vlmopt.conf"
 _BARE_TOKEN = re.compile(r"^[A-Za-z0-9_./:$=\-]+$")
@@ -63,20 +67,23 @@ def _weights(endpoints: list[ReplicaEndpoint]) -> dict[str, int]:
     return {ep.group.name: max(1, round(ep.group.engine.capacity_rps / smallest)) for ep in endpoints}
 
 
-def nginx_directives(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> list[Directive]:
+def nginx_directives(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> list[Directive]:
     endpoints = replica_endpoints(plan, settings)
+    plans = service_plans(plan)
     directives: list[Directive] = []
     for index, service in enumerate(services_in_order(plan)):
         own = [ep for ep in endpoints if ep.group.service == service]
         if not own:
             continue
         weights = _weights(own)
+        timeouts = service_timeouts(plans.get(service), settings)
         servers = [
             Directive(
                 "server",
                 [
                     f"{replica_host(ep, settings)}:{ep.port}",
                     f"weight={weights[ep.group.name]}",
+                    # 3 failures within 30 s take the replica out for 30 s.
                     "max_fails=3",
                     "fail_timeout=30s",
                 ],
@@ -98,12 +105,21 @@ def nginx_directives(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> l
             Directive("proxy_set_header", ["Connection", ""]),
             Directive("proxy_set_header", ["Host", "$host"]),
             Directive("proxy_set_header", ["X-Forwarded-For", "$proxy_add_x_forwarded_for"]),
+            # Server-sent events: pass every token as it comes (no buffering, no compression, no cache).
             Directive("proxy_buffering", ["off"]),
             Directive("proxy_cache", ["off"]),
-            Directive("proxy_read_timeout", ["3600s"]),
-            Directive("proxy_send_timeout", ["3600s"]),
-            # Only connection failures are retried: a POST that reached a replica is not sent twice.
-            Directive("proxy_next_upstream", ["error", "timeout"]),
+            Directive("gzip", ["off"]),
+            Directive("proxy_connect_timeout", [f"{timeouts.connect_s:g}s"]),
+            Directive(
+                "proxy_read_timeout",
+                [f"{timeouts.request_s}s"],
+                comment=f"request timeout: {timeouts.derivation}",
+            ),
+            Directive("proxy_send_timeout", ["60s"]),
+            # Connection failures and 503s are retried on the next replica; nginx never re-sends a POST that
+            # reached a replica (non_idempotent is not set), so a generation never runs twice.
+            Directive("proxy_next_upstream", ["error", "timeout", "http_503"]),
+            Directive("proxy_next_upstream_tries", [timeouts.retries + 1]),
         ]
         directives.append(
             Directive(
@@ -120,9 +136,9 @@ def nginx_directives(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> l
     return directives
 
 
-def emit_nginx(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, str]:
+def emit_nginx(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> dict[str, str]:
     header = (
-        f"# {GENERATED_BY} ({plan.name}); include inside http {{}}. Host names default to <node-group>-<n>:\n"
-        "# map them in DNS or /etc/hosts, or set EmitSettings.replica_hosts.\n"
+        f"# {GENERATED_BY} ({plan.name}); include inside http {{}}. Hosts come from the deploy settings'\n"
+        "# replica_hosts (workload `deploy:` block or --deploy-settings); unset, they are <node-group>-<n>.\n"
     )
     return {NGINX_PATH: header + render(nginx_directives(plan, settings))}

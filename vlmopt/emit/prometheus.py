@@ -1,8 +1,12 @@
-"""Prometheus scrape config (vLLM `/metrics`, DCGM exporter) and alert rules from the plan's SLOs.
+"""Prometheus scrape configs (vLLM `/metrics`, DCGM exporter) and alert rules from the plan's SLOs, for VMs
+(`prometheus/`, static targets) and per Kubernetes cluster (`clusters/<c>/monitoring/`: a plain Prometheus config,
+and the Prometheus Operator's PodMonitor + PrometheusRule).
 
-Metric names: research/benchmark.md §2 (vLLM 0.32.0 `vllm/v1/metrics/loggers.py`, confirmed by a live scrape).
+Metric names are vLLM 0.32.0's (`vllm/v1/metrics/loggers.py`, checked against a live scrape in docs/benchmark.md).
 Latency SLO alerts read the same histograms the benchmark's percentiles describe, so an alert means "the SLO the
-plan was sized for is being missed", per service.
+plan was sized for is being missed", per service. Availability alerts compare what runs with what the plan
+bought: on Kubernetes from kube-state-metrics (a preempted pod disappears from discovery, so `up == 0` never sees
+it), on VMs from the static targets' `up`.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlmopt.schemas import Plan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import DEFAULT_SETTINGS, GENERATED_BY, EmitSettings, dump_yaml
-from .groups import replica_endpoints, replica_host, service_plans, services_in_order
+from ._common import DEFAULT_SETTINGS, GENERATED_BY, dump_yaml, dump_yaml_documents, label_value
+from .groups import replica_endpoints, replica_groups, replica_host, service_plans, services_in_order
 
 PROMETHEUS_DIR = "prometheus"
 RULES_FILE = "alerts.yml"
+MONITORING_DIR = "monitoring"
 
 
 @dataclass(frozen=True)
@@ -43,12 +49,20 @@ def quantile_expr(histogram: str, quantile: float, matcher: str, window: str = "
     return f"histogram_quantile({quantile:g}, sum by (le) (rate({histogram}_bucket{{{matcher}}}[{window}])))"
 
 
-def _relabel_pod_label(label: str, target: str) -> dict:
-    meta = "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
-    return {"source_labels": [meta], "target_label": target}
+POD_LABELS = (
+    ("vlmopt.io/service", "service"),
+    ("vlmopt.io/market", "market"),
+    ("vlmopt.io/slice", "slice"),
+    ("vlmopt.io/variant", "variant"),
+    ("app.kubernetes.io/instance", "replica_group"),
+)
 
 
-def _kubernetes_scrape_configs(settings: EmitSettings) -> list[dict]:
+def _meta_label(label: str) -> str:
+    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
+
+
+def _kubernetes_scrape_configs(settings: DeploySettings) -> list[dict]:
     vllm = {
         "job_name": "vllm",
         "metrics_path": "/metrics",
@@ -60,11 +74,8 @@ def _kubernetes_scrape_configs(settings: EmitSettings) -> list[dict]:
                 "action": "keep",
             },
             {"source_labels": ["__meta_kubernetes_pod_container_port_name"], "regex": "http", "action": "keep"},
-            _relabel_pod_label("vlmopt.io/service", "service"),
-            _relabel_pod_label("vlmopt.io/market", "market"),
-            _relabel_pod_label("vlmopt.io/slice", "slice"),
-            _relabel_pod_label("app.kubernetes.io/instance", "replica_group"),
-            # The Prometheus adapter maps these two onto the HPA's pods (cluster/prometheus-adapter-values.yaml).
+            *({"source_labels": [_meta_label(label)], "target_label": target} for label, target in POD_LABELS),
+            # The autoscaler's query and prometheus-adapter match on these two.
             {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         ],
@@ -80,7 +91,7 @@ def _kubernetes_scrape_configs(settings: EmitSettings) -> list[dict]:
     return [vllm, dcgm]
 
 
-def _static_scrape_configs(plan: Plan, settings: EmitSettings) -> list[dict]:
+def _static_scrape_configs(plan: Plan, settings: DeploySettings) -> list[dict]:
     """Replicas as processes on hosts (vllm/*.sh): the same ports as vllm/replicas.json and nginx/."""
     replicas: dict[tuple[str, str, str], list[str]] = {}
     hosts: dict[str, None] = {}
@@ -106,13 +117,15 @@ def _static_scrape_configs(plan: Plan, settings: EmitSettings) -> list[dict]:
     return [vllm, dcgm]
 
 
-def scrape_config(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS, kubernetes: bool = True) -> dict:
+def scrape_config(
+    plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS, kubernetes: bool = True, rule_file: str = RULES_FILE
+) -> dict:
     """Kubernetes service discovery (pods of the bundle's Deployments, the GPU Operator's DCGM exporter), or static
     targets for replicas run as processes on hosts. Both give every series the labels the rules use."""
     jobs = _kubernetes_scrape_configs(settings) if kubernetes else _static_scrape_configs(plan, settings)
     return {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
-        "rule_files": [RULES_FILE],
+        "rule_files": [rule_file],
         "scrape_configs": jobs,
     }
 
@@ -146,8 +159,8 @@ def _slo_rules(plan: Plan) -> list[dict]:
     return rules
 
 
-def alert_rules(plan: Plan) -> dict:
-    generic = [
+def _load_rules() -> list[dict]:
+    return [
         {
             "alert": "VllmKvCacheHigh",
             "expr": f"max by (service, instance) (vllm:kv_cache_usage_perc) > {KV_CACHE_HIGH}",
@@ -168,10 +181,13 @@ def alert_rules(plan: Plan) -> dict:
             "labels": {"severity": "warning"},
             "annotations": {
                 "summary": "{{ $labels.service }}: requests are waiting and the queue keeps growing",
-                "description": "Load is above what the running replicas sustain; the HPA should be adding replicas.",
+                "description": "Load is above what the running replicas sustain; the autoscaler should be adding "
+                "replicas.",
             },
         },
         {
+            # A replica whose process is up but whose /metrics fails (hung engine). Deleted pods (spot) vanish from
+            # discovery instead: the availability rules below catch those.
             "alert": "VllmServerDown",
             "expr": 'up{job="vllm"} == 0',
             "for": "2m",
@@ -192,15 +208,143 @@ def alert_rules(plan: Plan) -> dict:
             },
         },
     ]
-    return {"groups": [{"name": f"vlmopt-{plan.name}", "rules": [*_slo_rules(plan), *generic]}]}
 
 
-def emit_prometheus(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, str]:
+def planned_replicas(plan: Plan) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for group in replica_groups(plan):
+        counts[group.service] = counts.get(group.service, 0) + group.replicas
+    return counts
+
+
+def _static_availability_rules(plan: Plan) -> list[dict]:
+    """VMs: static targets stay listed when their host is gone, so counting `up == 1` sees every loss."""
+    rules = []
+    for service, planned in planned_replicas(plan).items():
+        rules.append(
+            {
+                "alert": "VllmReplicasBelowPlan",
+                "expr": f'(count(up{{job="vllm",service="{service}"}} == 1) or vector(0)) < {planned}',
+                "for": "5m",
+                "labels": {"severity": "page", "service": service},
+                "annotations": {
+                    "summary": f"{service}: fewer than the {planned} replicas the plan bought are serving",
+                    "description": "Capacity is below what the SLO was sized for; replace the lost replicas.",
+                },
+            }
+        )
+    return rules
+
+
+def kubernetes_availability_rules(plan: Plan, deployments: dict[str, list[tuple[str, int]]], namespace: str) -> list:
+    """kube-state-metrics: available vs desired per Deployment, and per service vs the plan's floor.
+    `deployments`: service -> [(Deployment name, planned replicas)]."""
+    rules = []
+    names = [name for groups in deployments.values() for name, _ in groups]
+    matcher = f'namespace="{namespace}",deployment=~"{"|".join(names)}"'
+    rules.append(
+        {
+            "alert": "VllmDeploymentUnavailable",
+            "expr": (
+                f"kube_deployment_status_replicas_available{{{matcher}}} "
+                f"< kube_deployment_spec_replicas{{{matcher}}}"
+            ),
+            "for": "10m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "{{ $labels.deployment }}: fewer replicas available than desired for 10 minutes",
+                "description": "Pods are pending (no free slice, spot capacity gone) or failing to start.",
+            },
+        }
+    )
+    for service, groups in deployments.items():
+        planned = sum(n for _, n in groups)
+        group_matcher = f'namespace="{namespace}",deployment=~"{"|".join(name for name, _ in groups)}"'
+        rules.append(
+            {
+                "alert": "VllmReplicasBelowPlan",
+                "expr": (
+                    f"(sum(kube_deployment_status_replicas_available{{{group_matcher}}}) or vector(0)) < {planned}"
+                ),
+                "for": "5m",
+                "labels": {"severity": "page", "service": service},
+                "annotations": {
+                    "summary": f"{service}: fewer than the {planned} replicas the plan bought are available",
+                    "description": "Capacity is below what the SLO was sized for (spot interruptions, failed pods).",
+                },
+            }
+        )
+    return rules
+
+
+def alert_rules(plan: Plan, availability: list[dict] | None = None) -> dict:
+    """SLO, load and health rules; `availability` defaults to the VM (static target) rules."""
+    extra = _static_availability_rules(plan) if availability is None else availability
+    return {"groups": [{"name": f"vlmopt-{plan.name}", "rules": [*_slo_rules(plan), *_load_rules(), *extra]}]}
+
+
+def pod_monitor(settings: DeploySettings) -> dict:
+    """Prometheus Operator PodMonitor with the same labels as the plain scrape config (and `job="vllm"`)."""
+    relabelings = [
+        {"sourceLabels": [_meta_label(label)], "targetLabel": target} for label, target in POD_LABELS
+    ]
+    relabelings.append({"targetLabel": "job", "replacement": "vllm"})
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {
+            "name": "vlmopt-vllm",
+            "namespace": settings.namespace,
+            "labels": {"app.kubernetes.io/part-of": "vlmopt", **settings.prometheus_selector_labels},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/part-of": "vlmopt", "app.kubernetes.io/name": "vllm"}},
+            "namespaceSelector": {"matchNames": [settings.namespace]},
+            "podMetricsEndpoints": [
+                {"port": "http", "path": "/metrics", "interval": "15s", "relabelings": relabelings}
+            ],
+        },
+    }
+
+
+def prometheus_rule(plan: Plan, rules: dict, settings: DeploySettings) -> dict:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": f"vlmopt-{label_value(plan.name)}",
+            "namespace": settings.namespace,
+            "labels": {"app.kubernetes.io/part-of": "vlmopt", **settings.prometheus_selector_labels},
+        },
+        "spec": rules,
+    }
+
+
+def emit_cluster_monitoring(plan: Plan, cluster, settings: DeploySettings) -> dict[str, str]:
+    deployments: dict[str, list[tuple[str, int]]] = {}
+    for g in cluster.groups:
+        deployments.setdefault(g.service, []).append((g.name, g.replicas))
+    cluster_plan = plan.model_copy(update={"node_groups": [p.node_group for p in cluster.pools]})
+    rules = alert_rules(cluster_plan, kubernetes_availability_rules(plan, deployments, settings.namespace))
+    folder = f"{cluster.folder}/{MONITORING_DIR}"
     header = [f"{GENERATED_BY} ({plan.name}); check with promtool check config / check rules"]
     return {
-        f"{PROMETHEUS_DIR}/prometheus-kubernetes.yml": dump_yaml(
-            scrape_config(plan, settings, kubernetes=True), header
+        f"{folder}/prometheus.yml": dump_yaml(scrape_config(plan, settings, kubernetes=True), header),
+        f"{folder}/{RULES_FILE}": dump_yaml(rules, header),
+        f"{folder}/podmonitor.yaml": dump_yaml_documents(
+            [pod_monitor(settings)], [f"{GENERATED_BY}: Prometheus Operator; kubectl apply -f <this file>"]
         ),
+        f"{folder}/prometheusrule.yaml": dump_yaml_documents(
+            [prometheus_rule(plan, rules, settings)],
+            [f"{GENERATED_BY}: Prometheus Operator; kubectl apply -f <this file>"],
+        ),
+    }
+
+
+def emit_prometheus(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> dict[str, str]:
+    """VMs / fleet processes: static targets and up-based availability."""
+    header = [f"{GENERATED_BY} ({plan.name}); check with promtool check config / check rules"]
+    return {
         f"{PROMETHEUS_DIR}/prometheus-static.yml": dump_yaml(scrape_config(plan, settings, kubernetes=False), header),
         f"{PROMETHEUS_DIR}/{RULES_FILE}": dump_yaml(alert_rules(plan), header),
     }

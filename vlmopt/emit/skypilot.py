@@ -1,9 +1,12 @@
-"""SkyPilot serve YAML per service for the spot / on-demand mix (research/planning.md §5.5, SkyServe/SpotHedge §6).
+"""SkyPilot serve YAML per service for the spot / on-demand mix (SkyServe's SpotHedge policy, docs/cost-model.md).
 
 SkyPilot rents whole GPUs and runs one replica per VM, so a service the plan packs onto MIG slices runs here as one
-replica per whole GPU of the same type: more capacity per replica than planned, never less. The replica policy
-keeps the plan's on-demand replicas as `base_ondemand_fallback_replicas` and falls back to on-demand when spot
-capacity is gone (`dynamic_ondemand_fallback`).
+replica per whole GPU of the same type: more capacity per replica than planned, never less. Replicas run the vLLM
+image (`image_id: docker:`), so a spot replacement pulls a cached image instead of installing vLLM; checkpoints
+come from a bucket mount (or the hub), never from the laptop that ran `sky serve up`.
+
+The on-demand floor (`base_ondemand_fallback_replicas`) carries the on-demand capacity the plan's availability
+model bought; `dynamic_ondemand_fallback` replaces spot replicas with on-demand ones while spot is unavailable.
 """
 
 from __future__ import annotations
@@ -13,17 +16,12 @@ import re
 import shlex
 
 from vlmopt.schemas import Plan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import DEFAULT_SETTINGS, GENERATED_BY, EmitSettings, dump_yaml, file_slug, k8s_name
-from .groups import (
-    EngineConfig,
-    ReplicaGroup,
-    container_model_path,
-    is_hub_model_id,
-    replica_groups,
-    services_in_order,
-)
-from .secrets import SECRET_ENV_NAMES
+from ._common import DEFAULT_SETTINGS, GENERATED_BY, dump_yaml, file_slug, k8s_name
+from .groups import EngineConfig, ReplicaGroup, is_hub_model_id, model_dir_name, replica_groups, services_in_order
+from .policy import frontend_args, histogram_buckets, service_timeouts, shutdown
+from .weights import weight_source
 
 SKYPILOT_DIR = "skypilot"
 
@@ -72,11 +70,30 @@ def _run_engine(groups: list[ReplicaGroup]) -> EngineConfig:
     return min(whole or engines, key=lambda e: e.capacity_rps)
 
 
-def service_yaml(plan: Plan, service: str, groups: list[ReplicaGroup], settings: EmitSettings) -> dict:
-    total = sum(g.replicas for g in groups)
-    on_demand = sum(g.replicas for g in groups if g.market == "on_demand")
-    spot = total - on_demand
+def secret_names(settings: DeploySettings) -> list[str]:
+    names = ["HF_TOKEN"]
+    if settings.secrets.require_api_key:
+        names.append("VLLM_API_KEY")
+    return names
+
+
+def serve_up_command(plan: Plan, service: str, path: str, settings: DeploySettings) -> list[str]:
+    """`sky serve up` with every null secret given by `--secret NAME` (SkyPilot reads NAME's value from the caller's
+    environment); a null secret left out fails the launch."""
+    argv = ["sky", "serve", "up", "-n", k8s_name(plan.name, service)]
+    for name in secret_names(settings):
+        argv += ["--secret", name]
+    return [*argv, path]
+
+
+def service_yaml(plan: Plan, service: str, groups: list[ReplicaGroup], settings: DeploySettings) -> dict:
     engine = _run_engine(groups)
+    target_qps = round(min(g.engine.capacity_rps for g in groups), 3)
+    total = sum(g.replicas for g in groups)
+    od_capacity = sum(g.replicas * g.engine.capacity_rps for g in groups if g.market == "on_demand")
+    spot = any(g.market == "spot" for g in groups)
+    # The on-demand floor carries the on-demand capacity the plan bought, counted in this file's replicas.
+    base_od = math.ceil(od_capacity / target_qps - 1e-9) if target_qps > 0 else 0
     if not engine.is_mig:
         env = dict(engine.env)
     else:
@@ -84,13 +101,23 @@ def service_yaml(plan: Plan, service: str, groups: list[ReplicaGroup], settings:
         env = {k: v for k, v in engine.env.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
     policy: dict[str, object] = {
         "min_replicas": total,
-        "max_replicas": max(total + 1, math.ceil(total * settings.hpa_max_replicas_factor)),
-        "target_qps_per_replica": round(min(g.engine.capacity_rps for g in groups), 3),
+        "max_replicas": max(total + 1, math.ceil(total * settings.autoscaling.max_replicas_factor)),
+        "target_qps_per_replica": target_qps,
     }
-    resources: dict[str, object] = {"ports": settings.port, "use_spot": spot > 0, "any_of": _resource_options(groups)}
-    if spot > 0:
-        policy["base_ondemand_fallback_replicas"] = on_demand
+    if spot:
+        policy["base_ondemand_fallback_replicas"] = min(base_od, total)
         policy["dynamic_ondemand_fallback"] = True
+    resources: dict[str, object] = {
+        "image_id": f"docker:{settings.image}",
+        "ports": settings.port,
+        "use_spot": spot,
+        "any_of": _resource_options(groups),
+    }
+    clouds = {ng.cloud.lower() for g in groups for ng in g.node_groups if ng.cloud}
+    timeouts = service_timeouts(next((s for s in plan.services if s.service == service), None), settings)
+    stop = shutdown("spot" if spot else "on_demand", clouds, timeouts.request_s, settings)
+    buckets = histogram_buckets([s.slo for s in plan.services if s.service == service])
+    args = engine.server_args.model_copy(update={"port": settings.port})
     spec: dict[str, object] = {
         "name": k8s_name(plan.name, service),
         "service": {
@@ -99,32 +126,38 @@ def service_yaml(plan: Plan, service: str, groups: list[ReplicaGroup], settings:
         },
         "resources": resources,
         "envs": env,
-        # Values come from `sky serve up --secret HF_TOKEN ...`; null here means "required, not stored".
-        "secrets": {name: None for name in SECRET_ENV_NAMES},
-        "setup": shlex.join(["pip", "install", f"vllm=={settings.vllm_version}"]),
-        "run": shlex.join(engine.argv()),
+        # Null = a managed reference: `sky serve up --secret NAME` fills it from the caller's environment.
+        "secrets": {name: None for name in secret_names(settings)},
     }
-    if not is_hub_model_id(engine.server_args.model):
-        # A local model folder is uploaded to every replica; the command reads it from there.
-        remote = container_model_path(engine.server_args.model, settings)
-        spec["file_mounts"] = {remote: engine.server_args.model}
-        argv = engine.argv()
-        argv[argv.index("--model") + 1] = remote
-        spec["run"] = shlex.join(argv)
+    source = weight_source(args.model, next(iter(sorted(clouds)), None), settings)
+    if source.kind in ("s3", "gs"):
+        remote = f"/models/{model_dir_name(args.model)}"
+        spec["file_mounts"] = {remote: {"source": source.uri, "mode": "MOUNT_CACHED"}}
+        args = args.model_copy(update={"model": remote})
+        env["HF_HUB_OFFLINE"] = "1"
+    elif source.kind == "hub":
+        args = args.model_copy(update={"model": source.uri})
+    elif not is_hub_model_id(args.model):
+        # No bucket: SkyServe uploads the local folder to a bucket of its own and mounts it on every replica.
+        remote = f"/models/{model_dir_name(args.model)}"
+        spec["file_mounts"] = {remote: args.model}
+        args = args.model_copy(update={"model": remote})
+        env["HF_HUB_OFFLINE"] = "1"
+    run_engine = EngineConfig(**{**engine.__dict__, "server_args": args})
+    spec["run"] = shlex.join(run_engine.argv(frontend_args(stop.drain_s, 1, buckets)))
     return spec
 
 
-def emit_skypilot(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, str]:
+def emit_skypilot(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> dict[str, str]:
     groups = replica_groups(plan, settings)
     files: dict[str, str] = {}
     for service in services_in_order(plan):
         own = [g for g in groups if g.service == service]
         if not own:
             continue
-        header = [f"{GENERATED_BY} ({plan.name}): sky serve up -n {k8s_name(service)} --secret HF_TOKEN <this file>"]
+        path = f"{SKYPILOT_DIR}/{file_slug(service)}.yaml"
+        header = [f"{GENERATED_BY} ({plan.name}): {shlex.join(serve_up_command(plan, service, path, settings))}"]
         if any(g.engine.is_mig for g in own):
             header.append("SkyPilot runs one replica per whole GPU: MIG-packed replicas get a whole GPU each here.")
-        files[f"{SKYPILOT_DIR}/{file_slug(service)}.yaml"] = dump_yaml(
-            service_yaml(plan, service, own, settings), header=header
-        )
+        files[path] = dump_yaml(service_yaml(plan, service, own, settings), header=header)
     return files

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vlmopt.schemas import Plan
+from vlmopt.schemas.deploy import DeploySettings
 
-from ._common import DEFAULT_SETTINGS, EmitSettings, dump_json, file_slug
-from .groups import EngineConfig, container_model_path, engine_configs
+from ._common import DEFAULT_SETTINGS, dump_json, file_slug
+from .groups import EngineConfig, container_model_path, engine_configs, is_hub_model_id
 
 TRITON_DIR = "triton/model_repository"
 _ENGINE_FIELDS = (
@@ -58,9 +59,11 @@ def extra_args_to_engine_args(extra: Sequence[str]) -> dict[str, object]:
     return out
 
 
-def model_json(engine: EngineConfig, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, object]:
+def model_json(engine: EngineConfig, settings: DeploySettings = DEFAULT_SETTINGS) -> dict[str, object]:
     args = engine.server_args
-    data: dict[str, object] = {"model": container_model_path(args.model, settings)}
+    # Triton's vLLM backend downloads hub ids itself; local folders are read from the model volume.
+    model = args.model if is_hub_model_id(args.model) else container_model_path(args.model)
+    data: dict[str, object] = {"model": model}
     if args.served_model_name:
         data["served_model_name"] = args.served_model_name
     for name in _ENGINE_FIELDS:
@@ -112,7 +115,7 @@ def triton_model_name(engine: EngineConfig) -> str:
     return file_slug(engine.service, engine.variant, engine.gpu, engine.slice).replace(".", "_")
 
 
-def emit_triton(plan: Plan, settings: EmitSettings = DEFAULT_SETTINGS) -> dict[str, str]:
+def emit_triton(plan: Plan, settings: DeploySettings = DEFAULT_SETTINGS) -> dict[str, str]:
     files: dict[str, str] = {}
     for engine in engine_configs(plan, settings):
         name = triton_model_name(engine)

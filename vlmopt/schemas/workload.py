@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from .catalog import Market
 from .common import SCHEMA_VERSION, StrictModel
+from .deploy import DeploySettings
 
 
 class Slo(StrictModel):
@@ -84,3 +85,6 @@ class Workload(StrictModel):
     name: str
     services: list[Service] = Field(min_length=1)
     constraints: Constraints = Field(default_factory=Constraints)
+    deploy: DeploySettings | None = Field(
+        default=None, description="deploy bundle settings (docs/deploy-bundle.md#deploy-settings); None = defaults"
+    )
