@@ -21,7 +21,8 @@ from vlmopt.schemas import (
 )
 
 CATALOG_PRICE = Provenance(
-    kind="catalog", source="profiles/prices.yaml: skypilot-catalog catalogs/v8/aws/vms.csv@00148f2a", date="2026-09-01"
+    kind="catalog", source="vlmopt/data/prices.yaml: skypilot-catalog catalogs/v8/aws/vms.csv@00148f2a",
+    date="2026-09-01",
 )
 ROOFLINE = Provenance(kind="estimated", source="vlmopt roofline v1 (efficiency fitted to 2 profiles)")
 MEASURED = Provenance(

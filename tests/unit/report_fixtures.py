@@ -37,9 +37,9 @@ ON_DEMAND_GPU_HOUR = 6.88
 SPOT_GPU_HOUR = 2.30
 REPLICA_RPS = 2.5
 SLO_TTFT_P95_MS = 1000.0
-PRICE_SOURCE = "profiles/prices.yaml: https://aws.amazon.com/ec2/pricing/on-demand/"
+PRICE_SOURCE = "vlmopt/data/prices.yaml: https://aws.amazon.com/ec2/pricing/on-demand/"
 PRICE_DATE = "2026-11-01"
-PROFILE_PATH = "profiles/measured/qwen2.5-vl-7b/awq@h100-sxm-80gb-mig-3g_40gb.json"
+PROFILE_PATH = "profiles/qwen2.5-vl-7b/awq@h100-sxm-80gb-mig-3g_40gb.json"
 SECRET = "hf_SECRETtokenVALUE123"
 
 
@@ -153,7 +153,8 @@ def make_plan(
         binding_constraints=[f"doc-qa: ttft_p95_ms <= {SLO_TTFT_P95_MS:g}", "availability >= 0.999"],
         candidates=make_candidates() if candidates else [],
         inputs=[
-            Provenance(kind="catalog", source="profiles/gpus.yaml (NVIDIA MIG user guide tables)", date="2026-11-01"),
+            Provenance(kind="catalog", source="vlmopt/data/gpus.yaml (NVIDIA MIG user guide tables)",
+                       date="2026-11-01"),
             _price("on_demand"), _price("spot"), _measured(), _estimated(),
         ],
         solver={"name": "scipy.optimize.milp (HiGHS)", "status": "optimal", "seconds": 0.4},

@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         num_prompts: int | None = typer.Option(None, min=1, help="requests per point (default 32)"),
         duration: float | None = typer.Option(None, min=0.1, help="seconds per point instead of --num-prompts"),
         warmup: int = typer.Option(2, min=0, help="warm-up requests (own images, never counted)"),
-        out: Path = typer.Option(Path("profiles/measured"), help="profiles go to OUT/<model>/<variant>@<dev>.json"),
+        out: Path = typer.Option(Path("profiles"), help="profiles go to OUT/<model>/<variant>@<dev>.json"),
         resume: bool = typer.Option(False, "--resume", help="continue a saved profile, skipping finished points"),
         seed: int = typer.Option(0),
         request_timeout: float = typer.Option(300.0, min=0.1, help="seconds per request"),

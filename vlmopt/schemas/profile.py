@@ -64,7 +64,7 @@ class DeviceInfo(StrictModel):
     mig_profile: str | None = None
     count: int = 1
     memory_gib: float | None = None
-    catalog_id: str | None = Field(default=None, description="key in profiles/gpus.yaml, when matched")
+    catalog_id: str | None = Field(default=None, description="GPU catalog key (vlmopt/data/gpus.yaml), when matched")
 
     def slug(self) -> str:
         base = self.catalog_id or self.name
