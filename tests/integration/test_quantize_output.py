@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmopt.atomic import STAGING_MARK
 from vlmopt.quantize import QuantizeRequest, parse_methods, run_quantize
-from vlmopt.quantize.output import STAGING_MARK
 from vlmopt.quantize.verify import VerificationReport
 from vlmopt.schemas import VariantManifest, load_model
 
