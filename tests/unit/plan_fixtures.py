@@ -1,8 +1,9 @@
 """Plans built in code for the emitter tests: what `vlmopt plan` produces, without running the optimizer.
 
 `mixed_plan()` has two services sharing MIG-partitioned H100s (on-demand and spot node groups), an 8-GPU A100
-instance on spot with a different layout, and whole L4 GPUs on demand. Prices are the research/planning.md §7 seed
-figures (AWS us-east-1, skypilot-catalog v8); capacities are labelled estimated or measured as a planner would.
+instance on spot with a different layout, and whole L4 GPUs on demand. Prices are rows of the bundled
+vlmopt/data/prices.yaml (AWS us-east-1, skypilot-catalog v8); capacities are labelled estimated or measured as a
+planner would.
 """
 
 from __future__ import annotations

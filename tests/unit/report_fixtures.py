@@ -1,8 +1,8 @@
 """Small builders of Plans, benchmark profiles and variant manifests for the report tests.
 
-The figures are synthetic but shaped like a real cloud plan: prices in the range of research/planning.md §7 (H100
-on-demand $6.88/GPU-h), MIG profiles and usable GiB from §1.3 (H100 3g.40gb = 39.50 GiB), fidelity numbers of
-the order research/quantization.md reports for tiny models. Every cost is derived from the same few inputs so the
+The figures are synthetic but shaped like a real cloud plan: prices in the range of vlmopt/data/prices.yaml (H100
+on-demand $6.88/GPU-h), MIG profiles and usable GiB from vlmopt/data/gpus.yaml (H100 3g.40gb = 39.50 GiB), fidelity
+numbers of the order the tiny test models give. Every cost is derived from the same few inputs so the
 totals, the node groups and the levers agree the way a real planner's output does.
 """
 

@@ -34,7 +34,8 @@ def catalog_problems(catalog: GpuCatalog) -> list[str]:
     """Every rule a well-formed catalog keeps, as 'gpus[i].field: what is wrong' lines (empty when all hold).
 
     Schema types are pydantic's job; these are the cross-field rules: unique ids, names and PCI ids, and MIG tables
-    whose placements stay inside the GPU (research/planning.md §1.2).
+    whose placements stay inside the GPU (docs/hardware.md#3-mig-layouts; NVIDIA's MIG user guide,
+    https://docs.nvidia.com/datacenter/tesla/mig-user-guide/).
     """
     problems: list[str] = []
     ids = Counter(g.id for g in catalog.gpus)
