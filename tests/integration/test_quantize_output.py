@@ -83,6 +83,18 @@ def test_existing_variant_skipped_unless_force(tiny_model_dir: Path, tmp_path: P
     assert _staging_dirs(tmp_path / tiny_model_dir.name) == []
 
 
+def test_force_replaces_only_a_folder_vlmopt_wrote(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A user's own folder where the variant goes (no quantize.log) is refused, not deleted, even with --force."""
+    theirs = tmp_path / tiny_model_dir.name / "int8"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    result = run_quantize(_request(tiny_model_dir, tmp_path, force=True))
+    [outcome] = result.outcomes
+    assert outcome.status == "failed" and "not a vlmopt variant" in outcome.message, outcome.message
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    assert _staging_dirs(tmp_path / tiny_model_dir.name) == []
+
+
 def test_killed_process_leaves_no_variant_and_next_run_cleans_up(tiny_model_dir: Path, tmp_path: Path) -> None:
     """SIGKILL (no chance to clean up) in the middle of GPTQ: only a hidden staging folder remains, never a variant;
     the next run removes it."""
