@@ -1,7 +1,7 @@
 """How long does the planner take on a big problem? 50 services x every catalog GPU x every MIG layout x 2 markets.
 
 Every GPU in the catalog gets an on-demand and a spot offer (vlmopt/plan/synthetic.py: catalog prices where
-profiles/prices.yaml has them, otherwise a synthetic price proportional to memory bandwidth: the benchmark is about
+vlmopt/data/prices.yaml has them, otherwise a synthetic price proportional to memory bandwidth: the benchmark is about
 solve time, not dollars). Prints the problem size and, per run, wall times for: building the options (memory fit +
 roofline for every service x variant x GPU x slice), the MILP alone (the availability tiers included), `make_plan`
 end to end without lever attribution, and `make_plan` with it. Usage:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Read-only check of vlmopt's NVML code paths on a real GPU (run on a lent GPU machine).
 
-Prints the inventory `vlmopt gpus --json` would print, then compares each GPU with its profiles/gpus.yaml entry:
-memory, MIG capability and, where NVML lists them, MIG profiles (ids, usable GiB, max counts, legal starts).
-It also answers research/planning.md §9 question 1 from what NVML returned (profile info with MIG disabled,
-placements without root). Nothing here changes MIG mode or creates instances.
+Prints the inventory `vlmopt gpus --json` would print, then compares each GPU with its GPU catalog entry
+(vlmopt/data/gpus.yaml): memory, MIG capability and, where NVML lists them, MIG profiles (ids, usable GiB, max counts,
+legal starts). It also records whether NVML lists MIG profiles while MIG mode is off, and placements without
+root. Nothing here changes MIG mode or creates instances.
 
     python scripts/check_nvml_gpu.py [--out inventory.json]
 
@@ -50,14 +50,14 @@ def main() -> int:
             "pci_device_id": gpu.pci_device_id,
             "catalog_id": spec.id if spec else None,
             "mig_mode_current": gpu.mig_mode_current,
-            # §9 Q1: does NVML list profiles / placements with MIG disabled and without root?
+            # does NVML list MIG profiles / placements with MIG mode off and without root?
             "profiles_listed": len(gpu.mig_profiles),
             "placements_listed": sum(1 for p in gpu.mig_profiles if p.placements),
             "notes": gpu.notes,
         }
-        entry["mismatches"] = inventory_mismatches(gpu, spec) if spec else ["not in profiles/gpus.yaml"]
+        entry["mismatches"] = inventory_mismatches(gpu, spec) if spec else ["not in the GPU catalog"]
         report["gpus"].append(entry)
-    print("=== comparison with profiles/gpus.yaml ===")
+    print("=== comparison with the GPU catalog (vlmopt/data/gpus.yaml) ===")
     print(json.dumps(report, indent=2))
     return 0
 

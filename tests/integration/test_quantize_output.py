@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmopt.atomic import STAGING_MARK
 from vlmopt.quantize import QuantizeRequest, parse_methods, run_quantize
-from vlmopt.quantize.output import STAGING_MARK
 from vlmopt.quantize.verify import VerificationReport
 from vlmopt.schemas import VariantManifest, load_model
 
@@ -80,6 +80,18 @@ def test_existing_variant_skipped_unless_force(tiny_model_dir: Path, tmp_path: P
     forced = run_quantize(_request(tiny_model_dir, tmp_path, force=True))
     assert forced.outcomes[0].status == "created"
     assert weights.stat().st_mtime_ns != stamp
+    assert _staging_dirs(tmp_path / tiny_model_dir.name) == []
+
+
+def test_force_replaces_only_a_folder_vlmopt_wrote(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A user's own folder where the variant goes (no quantize.log) is refused, not deleted, even with --force."""
+    theirs = tmp_path / tiny_model_dir.name / "int8"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    result = run_quantize(_request(tiny_model_dir, tmp_path, force=True))
+    [outcome] = result.outcomes
+    assert outcome.status == "failed" and "not a vlmopt variant" in outcome.message, outcome.message
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
     assert _staging_dirs(tmp_path / tiny_model_dir.name) == []
 
 

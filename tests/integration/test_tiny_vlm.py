@@ -58,3 +58,15 @@ def test_processor_expands_image_and_model_runs(tiny_model_dir: Path) -> None:
         logits = model(**inputs).logits
     assert logits.shape[-1] == 1024
     assert not torch.isnan(logits).any()
+
+
+def test_overwrite_replaces_only_a_tiny_model_folder(tmp_path: Path) -> None:
+    from vlmopt.atomic import FolderNotOursError
+
+    real = tmp_path / "someone-elses-model"
+    real.mkdir()
+    (real / "config.json").write_text("{}")
+    with pytest.raises(FolderNotOursError, match="not a tiny model folder"):
+        build_tiny_vlm(real, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["someone-elses-model"]
+    assert [p.name for p in real.iterdir()] == ["config.json"]

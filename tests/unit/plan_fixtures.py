@@ -1,8 +1,9 @@
 """Plans built in code for the emitter tests: what `vlmopt plan` produces, without running the optimizer.
 
 `mixed_plan()` has two services sharing MIG-partitioned H100s (on-demand and spot node groups), an 8-GPU A100
-instance on spot with a different layout, and whole L4 GPUs on demand. Prices are the price catalog's seed
-figures (AWS us-east-1, skypilot-catalog v8); capacities are labelled estimated or measured as a planner would.
+instance on spot with a different layout, and whole L4 GPUs on demand. Prices are rows of the bundled
+vlmopt/data/prices.yaml (AWS us-east-1, skypilot-catalog v8); capacities are labelled estimated or measured as a
+planner would.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from vlmopt.schemas import (
 )
 
 CATALOG_PRICE = Provenance(
-    kind="catalog", source="profiles/prices.yaml: skypilot-catalog catalogs/v8/aws/vms.csv@00148f2a", date="2026-09-01"
+    kind="catalog", source="vlmopt/data/prices.yaml: skypilot-catalog catalogs/v8/aws/vms.csv@00148f2a",
+    date="2026-09-01",
 )
 ROOFLINE = Provenance(kind="estimated", source="vlmopt roofline v1 (efficiency fitted to 2 profiles)")
 MEASURED = Provenance(
@@ -262,7 +264,9 @@ def require_tool(name: str) -> str:
 
 
 GCP_PRICE = Provenance(
-    kind="catalog", source="profiles/prices.yaml: skypilot-catalog catalogs/v8/gcp/vms.csv@006059e0", date="2026-09-01"
+    kind="catalog",
+    source="vlmopt/data/prices.yaml: skypilot-catalog catalogs/v8/gcp/vms.csv@006059e0",
+    date="2026-09-01",
 )
 
 

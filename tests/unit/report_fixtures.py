@@ -1,8 +1,8 @@
 """Small builders of Plans, benchmark profiles and variant manifests for the report tests.
 
-The figures are synthetic but shaped like a real cloud plan: prices in the range of research/planning.md §7 (H100
-on-demand $6.88/GPU-h), MIG profiles and usable GiB from §1.3 (H100 3g.40gb = 39.50 GiB), fidelity numbers of
-the order research/quantization.md reports for tiny models. Every cost is derived from the same few inputs so the
+The figures are synthetic but shaped like a real cloud plan: prices in the range of vlmopt/data/prices.yaml (H100
+on-demand $6.88/GPU-h), MIG profiles and usable GiB from vlmopt/data/gpus.yaml (H100 3g.40gb = 39.50 GiB), fidelity
+numbers of the order the tiny test models give. Every cost is derived from the same few inputs so the
 totals, the node groups and the levers agree the way a real planner's output does.
 """
 
@@ -37,9 +37,9 @@ ON_DEMAND_GPU_HOUR = 6.88
 SPOT_GPU_HOUR = 2.30
 REPLICA_RPS = 2.5
 SLO_TTFT_P95_MS = 1000.0
-PRICE_SOURCE = "profiles/prices.yaml: https://aws.amazon.com/ec2/pricing/on-demand/"
+PRICE_SOURCE = "vlmopt/data/prices.yaml: https://aws.amazon.com/ec2/pricing/on-demand/"
 PRICE_DATE = "2026-11-01"
-PROFILE_PATH = "profiles/measured/qwen2.5-vl-7b/awq@h100-sxm-80gb-mig-3g_40gb.json"
+PROFILE_PATH = "profiles/qwen2.5-vl-7b/awq@h100-sxm-80gb-mig-3g_40gb.json"
 SECRET = "hf_SECRETtokenVALUE123"
 
 
@@ -153,7 +153,8 @@ def make_plan(
         binding_constraints=[f"doc-qa: ttft_p95_ms <= {SLO_TTFT_P95_MS:g}", "availability >= 0.999"],
         candidates=make_candidates() if candidates else [],
         inputs=[
-            Provenance(kind="catalog", source="profiles/gpus.yaml (NVIDIA MIG user guide tables)", date="2026-11-01"),
+            Provenance(kind="catalog", source="vlmopt/data/gpus.yaml (NVIDIA MIG user guide tables)",
+                       date="2026-11-01"),
             _price("on_demand"), _price("spot"), _measured(), _estimated(),
         ],
         solver={"name": "scipy.optimize.milp (HiGHS)", "status": "optimal", "seconds": 0.4},

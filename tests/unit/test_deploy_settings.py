@@ -15,7 +15,7 @@ from tests.unit.bundle_fixtures import BUCKETS
 from tests.unit.plan_fixtures import mixed_plan, multi_cloud_plan
 from vlmopt.cli import app
 from vlmopt.emit import emit_all
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.schemas.deploy import DeploySettings
 
 runner = CliRunner()
@@ -156,7 +156,7 @@ def test_every_setting_has_a_case() -> None:
 
 
 def _workload(tmp_path: Path, deploy: dict | None) -> Path:
-    data = yaml.safe_load((profiles_dir() / "workloads" / "default.yaml").read_text())
+    data = yaml.safe_load(data_file("workloads/default.yaml").read_text())
     if deploy is not None:
         data["deploy"] = deploy
     path = tmp_path / "w.yaml"

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from vlmopt.cli import app
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.schemas.common import load_model
 from vlmopt.schemas.plan import Plan
 
@@ -20,7 +20,7 @@ runner = CliRunner()
 
 
 def _default_workload() -> dict:
-    return yaml.safe_load((profiles_dir() / "workloads" / "default.yaml").read_text())
+    return yaml.safe_load((data_file("workloads/default.yaml")).read_text())
 
 
 def test_no_arguments_plans_the_bundled_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,13 +53,13 @@ def _assert_refused(tmp_path: Path, args: list[str], *needles: str) -> None:
 
 
 def test_negative_price_is_refused(tmp_path: Path) -> None:
-    prices = yaml.safe_load((profiles_dir() / "prices.yaml").read_text())
+    prices = yaml.safe_load((data_file("prices.yaml")).read_text())
     prices["prices"][2]["usd_per_hour"] = -1.0
     _assert_refused(tmp_path, ["--prices", str(_write(tmp_path / "p.yaml", prices))], "prices.2.usd_per_hour")
 
 
 def test_unknown_gpu_in_prices_is_refused(tmp_path: Path) -> None:
-    prices = yaml.safe_load((profiles_dir() / "prices.yaml").read_text())
+    prices = yaml.safe_load((data_file("prices.yaml")).read_text())
     prices["prices"][0]["gpu"] = "z100-9000gb"
     _assert_refused(tmp_path, ["--prices", str(_write(tmp_path / "p.yaml", prices))], "prices[0].gpu",
                     "z100-9000gb")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vlmopt.hw.catalog import load_gpu_catalog
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.plan import explain
 from vlmopt.plan.errors import PlanInfeasible, PlanInputError
 from vlmopt.plan.planner import make_plan
@@ -46,7 +46,7 @@ def test_cost_summary_units() -> None:
 
 @pytest.fixture(scope="module")
 def catalogs():
-    return load_gpu_catalog(), load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+    return load_gpu_catalog(), load_model(PriceCatalog, data_file("prices.yaml"))
 
 
 def _workload(**service) -> Workload:
@@ -88,7 +88,7 @@ def test_quality_floor_and_quota_infeasibility(catalogs) -> None:
 
 
 def test_plan_is_consistent_and_beats_its_baseline(catalogs) -> None:
-    wl = load_model(Workload, profiles_dir() / "workloads" / "default.yaml")
+    wl = load_model(Workload, data_file("workloads/default.yaml"))
     plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
     assert sum(g.usd_per_hour for g in plan.node_groups) == pytest.approx(plan.cost.usd_per_hour, rel=1e-6)
     assert plan.baseline is not None and plan.cost.usd_per_hour <= plan.baseline.cost.usd_per_hour + 1e-9

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from vlmopt.hw.catalog import load_gpu_catalog
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.plan import perf
 from vlmopt.plan.planner import make_plan
 from vlmopt.schemas.catalog import PriceCatalog
@@ -141,7 +141,7 @@ def test_a_matching_profile_makes_the_option_measured_in_the_plan() -> None:
         "name": "chat", "model": "qwen2.5-vl-7b", "variants": ["awq"], "peak_rps": 5, "input_tokens": 256,
         "output_tokens": 128, "images_per_request": 0, "slo": {"ttft_p95_ms": 500, "tpot_p95_ms": 30}}])
     wl.constraints.gpus = ["h100-sxm-80gb"]
-    prices = load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+    prices = load_model(PriceCatalog, data_file("prices.yaml"))
     plan = make_plan(wl, profiles={"profiles/x@h100.json": prof}, gpu_catalog=load_gpu_catalog(),
                      price_catalog=prices, attribute_levers=False)
     whole = [c for c in plan.candidates if c.slice == "whole"]

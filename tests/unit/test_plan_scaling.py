@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from vlmopt.hw.catalog import load_gpu_catalog
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.plan import planner
 from vlmopt.plan.synthetic import scaling_workload, synthetic_prices
 from vlmopt.schemas.catalog import PriceCatalog
@@ -48,7 +48,7 @@ def test_a_service_at_its_spot_limit_gets_a_second_round_with_the_next_tier(gpu_
         "name": "a", "model": "qwen2.5-vl-7b", "peak_rps": 40, "input_tokens": 256, "output_tokens": 128,
         "slo": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50}}])
     wl.constraints.gpus = ["l4-24gb"]
-    prices = load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+    prices = load_model(PriceCatalog, data_file("prices.yaml"))
     plan = planner.make_plan(wl, gpu_catalog=gpu_catalog, price_catalog=prices, availability=0.9999,
                              attribute_levers=False)
     assert plan.solver["availability_rounds"] == 2

@@ -16,7 +16,7 @@ def _text(value: object) -> str:
 
 
 def with_catalog_id(device: DeviceInfo) -> DeviceInfo:
-    """Match a GPU to its profiles/gpus.yaml entry, so the planner can use this profile for that GPU."""
+    """Match a GPU to its GPU catalog entry (vlmopt/data/gpus.yaml), so the planner can use this profile for it."""
     if device.kind != "gpu" or device.catalog_id:
         return device
     try:

@@ -1,12 +1,14 @@
-"""Load-point metrics with `vllm bench serve`'s definitions and key names (research/benchmark.md §1.1, §1.5).
+"""Load-point metrics with `vllm bench serve`'s definitions and key names (vllm/benchmarks/serve.py upstream:
+https://github.com/vllm-project/vllm/blob/main/vllm/benchmarks/serve.py; docs/benchmark.md compares the two).
 
 Pure functions over RequestResult lists. Definitions:
 - TTFT: first token event - send; E2EL: last token event - send; ITL: gaps between token events (per SSE event,
-  not per token, §5); TPOT: (E2EL - TTFT) / (output_tokens - 1), only for requests with more than one output token
-  (for goodput such requests count as TPOT 0, as in vLLM).
+  not per token, as vLLM counts them); TPOT: (E2EL - TTFT) / (output_tokens - 1), only for requests with more than
+  one output token (for goodput such requests count as TPOT 0, as in vLLM).
 - request/output/total token throughput: completed requests, summed usage output tokens and summed usage
   prompt+output tokens over the point's duration (first dispatch to the end of the last request).
-- goodput (DistServe, §0.3): completed requests meeting *every* per-request threshold, per second.
+- goodput (DistServe, https://arxiv.org/abs/2401.09670): completed requests meeting *every* per-request threshold,
+  per second.
 Failed requests are left out of all latency statistics and counted in `failed` and the `errors` breakdown.
 """
 
@@ -21,7 +23,6 @@ import numpy as np
 
 from .client import RequestResult
 
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2el")
 DEFAULT_PERCENTILES = (90.0, 95.0, 99.0)
 _SLO_KEY = re.compile(r"^(ttft|tpot|itl|e2el)_(mean|median|p\d{1,2}(?:\.\d+)?)_ms$")
 

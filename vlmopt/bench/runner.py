@@ -85,7 +85,7 @@ class BenchOptions:
     duration_s: float | None = None
     warmup: int = 2
     seed: int = 0
-    out_dir: Path = Path("profiles/measured")
+    out_dir: Path = Path("profiles")
     resume: bool = False
     request_timeout_s: float = 300.0
     stall_timeout_s: float | None = None

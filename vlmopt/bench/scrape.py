@@ -1,9 +1,10 @@
 """vLLM's Prometheus `/metrics`: parse snapshots, sample gauges during a run, derive server-side figures.
 
-Names from research/benchmark.md §2 (vLLM 0.32, confirmed by a live scrape). Renamed series are accepted under
-both names: `vllm:gpu_cache_usage_perc` -> `vllm:kv_cache_usage_perc`, `vllm:gpu_prefix_cache_{queries,hits}` ->
-`vllm:prefix_cache_{queries,hits}` (vllm#18354, removed in vllm#29330). Counters are read with or without the
-`_total` suffix, since older prometheus_client versions and other servers differ there.
+Names as vLLM 0.32 exports them (https://docs.vllm.ai/en/latest/design/metrics.html, confirmed by a live scrape).
+Renamed series are accepted under both names: `vllm:gpu_cache_usage_perc` -> `vllm:kv_cache_usage_perc`,
+`vllm:gpu_prefix_cache_{queries,hits}` -> `vllm:prefix_cache_{queries,hits}` (vllm#18354, removed in vllm#29330).
+Counters are read with or without the `_total` suffix, since older prometheus_client versions and other servers differ
+there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -214,8 +214,3 @@ class MetricsScraper:
             snap = await self.scrape(session)
             if snap is not None:
                 self.samples.append(snap)
-
-
-def model_label_filter(parsed: Mapping[str, list[tuple[dict[str, str], float]]]) -> set[str]:
-    """Model names present in a scrape (to pick the label when a server serves several)."""
-    return {labels["model_name"] for samples in parsed.values() for labels, _ in samples if "model_name" in labels}

@@ -15,6 +15,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _each_run() -> None:
+    # --data-dir holds for one command; a process that runs several (tests) starts each from the environment.
+    from vlmopt.paths import set_data_dir
+
+    set_data_dir(None)
+
+
 for stage in (quantize, benchmark, plan, gpus, report, compare, demo, dev):
     stage.register(app)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -20,6 +21,16 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
-def not_built(stage: str, issue: str) -> NoReturn:
-    err_console.print(f"[yellow]{stage} is not built yet[/] ({issue}).", highlight=False)
-    raise typer.Exit(EXIT_FAILED)
+DATA_DIR_HELP = ("folder laid out like the bundled vlmopt/data (gpus.yaml, prices.yaml, models/, workloads/); its "
+                 "files replace the bundled ones of the same name (default: $VLMOPT_DATA_DIR, else bundled only)")
+
+
+def use_data_dir(folder: Path | None) -> None:
+    """Apply a command's --data-dir for the rest of the run; exit 2 when it is not a folder."""
+    from vlmopt.paths import set_data_dir
+    from vlmopt.schemas.common import ContractError
+
+    try:
+        set_data_dir(folder)
+    except ContractError as exc:
+        fail(str(exc))

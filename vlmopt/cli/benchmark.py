@@ -1,9 +1,9 @@
-"""`vlmopt benchmark`: parse options, run vlmopt.bench.runner per variant, show live progress and a summary."""
+"""`vlmopt benchmark`: parse options, run the targets (vlmopt.bench.schedule), show live progress and a summary."""
 
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         num_prompts: int | None = typer.Option(None, min=1, help="requests per point (default 32)"),
         duration: float | None = typer.Option(None, min=0.1, help="seconds per point instead of --num-prompts"),
         warmup: int = typer.Option(2, min=0, help="warm-up requests (own images, never counted)"),
-        out: Path = typer.Option(Path("profiles/measured"), help="profiles go to OUT/<model>/<variant>@<dev>.json"),
+        out: Path = typer.Option(Path("profiles"), help="profiles go to OUT/<model>/<variant>@<dev>.json"),
         resume: bool = typer.Option(False, "--resume", help="continue a saved profile, skipping finished points"),
         seed: int = typer.Option(0),
         request_timeout: float = typer.Option(300.0, min=0.1, help="seconds per request"),
@@ -147,9 +147,9 @@ def register(app: typer.Typer) -> None:
         from vlmopt.bench.arrivals import LoadSpec, parse_arrival
         from vlmopt.bench.event_loop import loop_choice
         from vlmopt.bench.images import check_image_style, parse_image_sizes
-        from vlmopt.bench.loadgen import PointInterrupted
         from vlmopt.bench.metrics import parse_slo
-        from vlmopt.bench.runner import BenchmarkFailed, BenchOptions, benchmark_target
+        from vlmopt.bench.runner import BenchOptions
+        from vlmopt.bench.schedule import BenchmarkInterrupted, run_targets
         from vlmopt.bench.targets import endpoint_target, resolve_targets
         from vlmopt.bench.workload import load_dataset
         from vlmopt.schemas import ContractError, load_model
@@ -210,47 +210,20 @@ def register(app: typer.Typer) -> None:
         )
 
         # -- run ---------------------------------------------------------------------------------------------
-        written: list[Path] = []
-        failures: list[str] = []
-        cancel = threading.Event()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=False) as bar:
-            reporter = RichProgress(bar)
-
-            def run_queue(queue: list, visible: str | None) -> None:
-                for target in queue:
-                    try:
-                        written.append(benchmark_target(target, opts, reporter, visible, cancel))
-                    except BenchmarkFailed as exc:
-                        failures.append(f"{target.variant}: {exc}")  # each variant has its own server: go on
-                    except ContractError as exc:
-                        failures.append(f"{target.variant}: {exc}")
-                        return
-
             try:
-                if len(device_list) > 1 and len(targets) > 1:
-                    queues = [targets[i :: len(device_list)] for i in range(len(device_list))]
-                    with ThreadPoolExecutor(max_workers=len(device_list)) as pool:
-                        futures = [pool.submit(run_queue, q, d) for q, d in zip(queues, device_list, strict=True) if q]
-                        try:
-                            for future in futures:
-                                future.result()
-                        except KeyboardInterrupt:
-                            cancel.set()  # each runner saves its point and stops its server
-                            for future in futures:
-                                future.result()
-                            raise
-                else:
-                    run_queue(targets, device_list[0] if device_list else None)
-            except (KeyboardInterrupt, PointInterrupted):
+                results = run_targets(targets, opts, lambda target: nullcontext(RichProgress(bar)), device_list)
+            except BenchmarkInterrupted as stop:
                 err_console.print("[yellow]interrupted:[/] server stopped; measured points kept in "
-                                  f"{', '.join(map(str, written)) or out}", highlight=False)
+                                  f"{', '.join(map(str, stop.results.written)) or out}", highlight=False)
                 raise typer.Exit(EXIT_INTERRUPTED) from None
 
-        for path in written:
+        for path in results.written:
             console.print(summary_table(load_model(BenchmarkProfile, path)))
             console.print(f"profile: {path}  (CSV: {path.with_suffix('.csv')})", highlight=False)
-        if failures:
-            for line in failures:
-                err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        if results.failures:
+            for failure in results.failures:
+                err_console.print(f"[bold red]error:[/] {failure.target.variant}: {failure.message}", highlight=False,
+                                  soft_wrap=True)
             raise typer.Exit(EXIT_FAILED)

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._common import EXIT_FAILED, console, fail
+from ._common import DATA_DIR_HELP, EXIT_FAILED, console, fail, use_data_dir
 
 
 class RichDemoUI:
@@ -63,9 +63,11 @@ def register(app: typer.Typer) -> None:
         output_tokens: int = typer.Option(16, "--output-tokens", help="output tokens per request"),
         skip_benchmark: bool = typer.Option(False, "--skip-benchmark", help="quantize and plan only"),
         force: bool = typer.Option(False, "--force", help="redo every step instead of reusing earlier results"),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     ) -> None:
         from vlmopt.demo import DemoOptions, run_demo
 
+        use_data_dir(data_dir)
         try:
             levels = [int(c) for c in concurrency.split(",") if c.strip()]
         except ValueError:

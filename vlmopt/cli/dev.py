@@ -26,8 +26,13 @@ def tiny_model(
         fail(f"the tiny model needs torch and transformers (pip install 'vlmopt[quantize]'): {exc}")
     if out.exists() and any(out.iterdir()) and not (out / "config.json").exists() and not overwrite:
         fail(f"{out} exists and is not a model folder; pass --overwrite or choose another path")
-    with console.status(f"building tiny VLM in {out}"):
-        path = build_tiny_vlm(out, TinyVlmSpec(seed=seed), overwrite=overwrite)
+    from vlmopt.atomic import FolderNotOursError
+
+    try:
+        with console.status(f"building tiny VLM in {out}"):
+            path = build_tiny_vlm(out, TinyVlmSpec(seed=seed), overwrite=overwrite)
+    except FolderNotOursError as exc:  # --overwrite replaces only a folder this command wrote
+        fail(str(exc))
     console.print(f"tiny VLM written to [bold]{path}[/]")
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from vlmopt.schemas.common import ContractError
 from vlmopt.schemas.inventory import GpuInventory, InventoryGpu
 
-from ._common import console, err_console, fail
+from ._common import DATA_DIR_HELP, console, err_console, fail, use_data_dir
 
 
 def _mode(value: bool | None) -> str:
@@ -66,7 +66,11 @@ def _render(inventory: GpuInventory) -> None:
             console.print(_profile_table(gpu))
         for note in gpu.notes:
             console.print(f"[dim]GPU {gpu.index}: {note}[/]", highlight=False)
-    console.print("[dim]Read-only: vlmopt never changes MIG mode. Catalog: profiles/gpus.yaml.[/]")
+    from vlmopt.hw.catalog import default_catalog_path
+    from vlmopt.paths import data_label
+
+    catalog = data_label(default_catalog_path())
+    console.print(f"[dim]Read-only: vlmopt never changes MIG mode. GPU catalog: {catalog}.[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -76,10 +80,12 @@ def register(app: typer.Typer) -> None:
         inventory_file: Path | None = typer.Option(
             None, "--inventory", help="Read a fleet inventory file instead of querying NVML.", dir_okay=False
         ),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     ) -> None:
         from vlmopt.hw.catalog import load_gpu_catalog
         from vlmopt.hw.nvml import NvmlUnavailable, load_inventory, read_inventory
 
+        use_data_dir(data_dir)
         try:
             catalog = load_gpu_catalog()
         except ContractError as exc:

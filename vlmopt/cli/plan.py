@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, console, err_console, fail
+from ._common import DATA_DIR_HELP, EXIT_BAD_INPUT, EXIT_FAILED, console, err_console, fail, use_data_dir
 
 
 def _render(plan) -> None:
@@ -80,7 +80,9 @@ def register(app: typer.Typer) -> None:
         "write a deploy bundle. With no arguments it plans the bundled example workload from estimates.",
     )
     def plan_cmd(
-        workload: Path | None = typer.Option(None, "--workload", "-w", help="workload YAML (default: bundled)"),
+        workload: Path | None = typer.Option(
+            None, "--workload", "-w", help="workload YAML, or a bundled workload's name such as multi-service "
+            "(default: the bundled 'default')"),
         profiles: Path | None = typer.Option(None, "--profiles", help="folder of measured profiles (*@*.json)"),
         manifest: list[Path] = typer.Option([], "--manifest", help="variant manifest(s) from `vlmopt quantize`"),
         prices: Path | None = typer.Option(None, "--prices", help="price catalog YAML (default: bundled)"),
@@ -94,6 +96,7 @@ def register(app: typer.Typer) -> None:
         deploy_settings: Path | None = typer.Option(
             None, "--deploy-settings", help="deploy settings YAML/JSON (default: the workload's `deploy:` block; "
             "docs/deploy-bundle.md#deploy-settings)"),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
     ) -> None:
         from vlmopt.hw.nvml import NvmlUnavailable
         from vlmopt.plan.errors import PlanInfeasible, PlanInputError
@@ -101,6 +104,7 @@ def register(app: typer.Typer) -> None:
         from vlmopt.plan.planner import make_plan
         from vlmopt.schemas.common import ContractError
 
+        use_data_dir(data_dir)
         if mode not in ("cloud", "fleet"):
             fail(f"--mode: must be 'cloud' or 'fleet', got {mode!r}")
         if availability is not None and not 0 < availability < 1:

@@ -152,7 +152,8 @@ def _step_benchmark(options: DemoOptions, out: Path, summary: DemoSummary, ui: D
     if summary.manifest is None:
         raise DemoStepFailed("no manifest from the quantize step")
     from vlmopt.bench.arrivals import LoadSpec
-    from vlmopt.bench.runner import BenchmarkFailed, BenchOptions, benchmark_target
+    from vlmopt.bench.runner import BenchOptions
+    from vlmopt.bench.schedule import run_targets
     from vlmopt.bench.support import unservable_reason
     from vlmopt.bench.targets import from_manifest
 
@@ -168,21 +169,19 @@ def _step_benchmark(options: DemoOptions, out: Path, summary: DemoSummary, ui: D
         max_num_seqs=max(options.concurrency),
         resume=not options.force,
     )
-    failures = []
+    servable = []
     for target in from_manifest(Path(summary.manifest), None):
         reason = unservable_reason(target.scheme)
         if reason:
             summary.unserved_variants[target.variant] = reason
             ui.warn(f"{target.variant}: not benchmarked here: {reason}")
-            continue
-        try:
-            with ui.bench_progress() as progress:
-                path = benchmark_target(target, bench_options, progress)
-        except BenchmarkFailed as exc:
-            failures.append(f"{target.variant}: {exc}")
-            ui.warn(f"{target.variant}: benchmark failed: {exc}")
-            continue
-        summary.profiles.append(str(path))
+        else:
+            servable.append(target)
+    results = run_targets(servable, bench_options, lambda target: ui.bench_progress())
+    summary.profiles.extend(str(path) for path in results.written)
+    failures = [f"{failure.target.variant}: {failure.message}" for failure in results.failures]
+    for line in failures:
+        ui.warn(f"benchmark failed: {line}")
     if not summary.profiles:
         raise DemoStepFailed("no variant could be benchmarked: " + "; ".join(failures))
     detail = "; ".join(failures)

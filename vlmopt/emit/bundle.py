@@ -1,16 +1,13 @@
-"""Write a whole deploy bundle atomically: every emitter's files go to a temporary sibling folder, which replaces
-the target in one rename. On any error nothing is written and an existing bundle stays as it was."""
+"""Write a whole deploy bundle atomically (vlmopt.atomic): every emitter's files go to a staging folder beside the
+target, which replaces it in one rename. On any error nothing is written and an existing bundle stays as it was."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from vlmopt.atomic import FolderNotOursError, atomic_folder, replaceable
 from vlmopt.schemas import GpuCatalog, Plan, save_model
 from vlmopt.schemas.deploy import DeploySettings
 
@@ -85,12 +82,6 @@ def _check_relative(path: str) -> None:
         raise EmitError(f"emitted path {path!r} is not a plain relative path")
 
 
-def _is_replaceable(out_dir: Path) -> bool:
-    return not out_dir.exists() or (
-        out_dir.is_dir() and (not any(out_dir.iterdir()) or (out_dir / MARKER_FILE).is_file())
-    )
-
-
 def write_bundle(
     plan: Plan,
     out_dir: Path,
@@ -102,7 +93,7 @@ def write_bundle(
     `settings`: the deploy settings (workload `deploy:` block or `--deploy-settings`); None = defaults."""
     out_dir = Path(out_dir)
     settings = settings if settings is not None else DEFAULT_SETTINGS
-    if not _is_replaceable(out_dir):
+    if not replaceable(out_dir, (MARKER_FILE,)):
         raise EmitError(f"{out_dir}: exists and is not a vlmopt bundle (no {MARKER_FILE}); choose another --out")
     catalog = catalog if catalog is not None else load_catalog()
     safe_plan, machine_paths = portable_plan(redact_plan(plan))
@@ -112,37 +103,17 @@ def write_bundle(
     assert_no_secret_values({**files, PLAN_FILE: plan_text})
     assert_no_machine_paths({**files, PLAN_FILE: plan_text}, machine_paths)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    written = sorted([PLAN_FILE, *files])
     try:
-        save_model(safe_plan, staging / PLAN_FILE)
-        for rel, text in files.items():
-            target = staging / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-            if rel.endswith(".sh"):
-                target.chmod(0o755)
-        written = sorted([PLAN_FILE, *files])
-        (staging / MARKER_FILE).write_text(json.dumps({"plan": plan.name, "files": written}, indent=2) + "\n")
-        _swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with atomic_folder(out_dir, (MARKER_FILE,), "vlmopt bundle") as staging:
+            save_model(safe_plan, staging / PLAN_FILE)
+            for rel, text in files.items():
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text)
+                if rel.endswith(".sh"):
+                    target.chmod(0o755)
+            (staging / MARKER_FILE).write_text(json.dumps({"plan": plan.name, "files": written}, indent=2) + "\n")
+    except FolderNotOursError as exc:  # a folder appeared at out_dir while the emitters ran
+        raise EmitError(str(exc)) from None
     return [out_dir / rel for rel in written]
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename staging onto out_dir; an existing bundle is moved aside first and restored if the rename fails."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    old.rmdir()
-    os.replace(out_dir, old)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

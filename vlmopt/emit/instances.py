@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 
 import yaml
 
+from vlmopt.paths import data_file
 from vlmopt.schemas.common import StrictModel
 
 from ._common import EmitError
@@ -50,9 +51,14 @@ class Allocatable:
     source: str
 
 
-@cache
 def instance_table() -> dict[tuple[str, str], InstanceType]:
-    text = resources.files("vlmopt").joinpath("data/instance_types.yaml").read_text()
+    # a user's --data-dir/VLMOPT_DATA_DIR copy wins, as for every bundled table
+    return _load_instance_table(data_file("instance_types.yaml"))
+
+
+@cache
+def _load_instance_table(path: Path) -> dict[tuple[str, str], InstanceType]:
+    text = path.read_text()
     table = InstanceTable.model_validate(yaml.safe_load(text))
     return {(row.cloud, row.instance_type): row for row in table.instance_types}
 

@@ -1,4 +1,4 @@
-"""Load and check the GPU catalog (profiles/gpus.yaml), and find the entry for a GPU NVML reports."""
+"""Load and check the GPU catalog (bundled vlmopt/data/gpus.yaml), and find the entry for a GPU NVML reports."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.schemas.catalog import GpuCatalog, GpuSpec
 from vlmopt.schemas.common import ContractError, load_model
 from vlmopt.schemas.inventory import InventoryGpu
@@ -16,7 +16,7 @@ _PROFILE_NAME = re.compile(r"^(?P<compute>\d+)g\.(?P<gb>\d+)gb(?P<suffix>[+-][a-
 
 
 def default_catalog_path() -> Path:
-    return profiles_dir() / "gpus.yaml"
+    return data_file("gpus.yaml")
 
 
 def load_gpu_catalog(path: Path | None = None) -> GpuCatalog:
@@ -34,7 +34,8 @@ def catalog_problems(catalog: GpuCatalog) -> list[str]:
     """Every rule a well-formed catalog keeps, as 'gpus[i].field: what is wrong' lines (empty when all hold).
 
     Schema types are pydantic's job; these are the cross-field rules: unique ids, names and PCI ids, and MIG tables
-    whose placements stay inside the GPU (research/planning.md §1.2).
+    whose placements stay inside the GPU (docs/hardware.md#3-mig-layouts; NVIDIA's MIG user guide,
+    https://docs.nvidia.com/datacenter/tesla/mig-user-guide/).
     """
     problems: list[str] = []
     ids = Counter(g.id for g in catalog.gpus)

@@ -1,6 +1,6 @@
 """Model architectures: the shapes memory fit and performance estimates need, from a bundled spec or config.json.
 
-Bundled specs live in profiles/models/<id>.yaml (shapes copied from each model's public config.json; the file names
+Bundled specs live in vlmopt/data/models/<id>.yaml (shapes copied from each model's public config.json; the file names
 its source). A model folder is read from its config.json (and preprocessor_config.json when present), so the tiny
 test model and any local checkpoint work without a bundled spec.
 """
@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_files
 from vlmopt.schemas.common import ContractError, StrictModel, format_validation_error
 
 
@@ -203,12 +203,8 @@ class ModelArch(StrictModel):
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------
-def models_dir() -> Path:
-    return profiles_dir() / "models"
-
-
 def list_bundled_models() -> list[str]:
-    return sorted(p.stem for p in models_dir().glob("*.yaml"))
+    return list(data_files("models"))
 
 
 def load_model_arch(name_or_dir: str | Path) -> ModelArch:
@@ -218,8 +214,8 @@ def load_model_arch(name_or_dir: str | Path) -> ModelArch:
         return arch_from_model_dir(path)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         return _load_spec(path)
-    bundled = models_dir() / f"{name_or_dir}.yaml"
-    if bundled.is_file():
+    bundled = data_files("models").get(str(name_or_dir))
+    if bundled is not None:
         return _load_spec(bundled)
     raise ContractError(
         f"{name_or_dir}: not a model folder with config.json and not a bundled model; bundled: "
@@ -420,5 +416,4 @@ __all__ = [
     "arch_from_model_dir",
     "list_bundled_models",
     "load_model_arch",
-    "models_dir",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmopt.paths import profiles_dir as bundled_dir
+from vlmopt.paths import data_file, data_files, data_label
 from vlmopt.schemas.catalog import GpuCatalog, PriceCatalog
 from vlmopt.schemas.common import load_model
 from vlmopt.schemas.inventory import GpuInventory
@@ -43,9 +43,10 @@ def load_plan_inputs(
     """Raises ContractError / FileNotFoundError / ValueError / NvmlUnavailable naming the bad input."""
     from vlmopt.hw.catalog import load_gpu_catalog
 
-    if workload is None:
-        workload_path = bundled_dir() / "workloads" / f"{BUNDLED_WORKLOAD}.yaml"
-        ref = f"bundled:{BUNDLED_WORKLOAD}"
+    bundled = data_files("workloads")
+    if workload is None or (not workload.exists() and str(workload) in bundled):
+        name = BUNDLED_WORKLOAD if workload is None else str(workload)
+        workload_path, ref = bundled.get(name, data_file(f"workloads/{name}.yaml")), f"bundled:{name}"
     else:
         workload_path, ref = workload, str(workload)
     loaded_workload = load_model(Workload, workload_path)
@@ -62,7 +63,7 @@ def load_plan_inputs(
         for path in sorted(profiles_dir.rglob("*@*.json")):
             loaded_profiles[str(path)] = load_model(BenchmarkProfile, path)
     gpu_catalog = load_gpu_catalog(gpus)
-    prices_path = prices or bundled_dir() / "prices.yaml"
+    prices_path = prices or data_file("prices.yaml")
     price_catalog = load_model(PriceCatalog, prices_path)
     loaded_inventory = None
     if inventory is not None:
@@ -73,4 +74,4 @@ def load_plan_inputs(
     elif mode == "fleet":
         raise ValueError("--inventory: fleet mode needs --inventory nvml or an inventory file")
     return PlanInputs(loaded_workload, ref, loaded_profiles, loaded_manifests, gpu_catalog, price_catalog,
-                      str(prices_path), loaded_inventory)
+                      data_label(prices_path), loaded_inventory)

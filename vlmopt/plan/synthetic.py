@@ -1,10 +1,10 @@
 """The synthetic planning instance of the scaling benchmark (scripts/bench_planner_scaling.py) and its test: many
 services over the bundled models, and a price for every catalog GPU in both markets. Its figures are for timing
-the planner, not for budgeting: GPUs without a row in profiles/prices.yaml get a made-up price."""
+the planner, not for budgeting: GPUs without a row in the bundled prices.yaml get a made-up price."""
 
 from __future__ import annotations
 
-from vlmopt.paths import profiles_dir
+from vlmopt.paths import data_file
 from vlmopt.schemas.catalog import GpuCatalog, PriceCatalog, PriceEntry
 from vlmopt.schemas.common import load_model
 from vlmopt.schemas.workload import Workload
@@ -16,7 +16,7 @@ SPOT_DISCOUNT = 0.4
 def synthetic_prices(catalog: GpuCatalog) -> PriceCatalog:
     """One single-GPU on-demand and spot row per catalog GPU: the bundled catalog's price where it has one, else
     2 $/h per TB/s of memory bandwidth (x 0.4 on spot), labelled synthetic."""
-    real = load_model(PriceCatalog, profiles_dir() / "prices.yaml")
+    real = load_model(PriceCatalog, data_file("prices.yaml"))
     rows = []
     for gpu in catalog.gpus:
         for market, factor in (("on_demand", 1.0), ("spot", SPOT_DISCOUNT)):

@@ -1,4 +1,5 @@
-"""Build and update `variants/<model>/manifest.json` (the DESIGN.md contract, `vlmopt.schemas.manifest`)."""
+"""Build and update `variants/<model>/manifest.json` (contract: `vlmopt.schemas.manifest`,
+docs/quantize.md#the-manifest)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,6 @@ def machine_label() -> str:
     except ImportError:
         pass
     return f"{cpu_model_name()}, {os.cpu_count()} cores (CPU)"
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
 def relative_path(target: Path, manifest_dir: Path) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vlmopt.atomic import FolderNotOursError, atomic_folder, remove_stale_staging
 from vlmopt.schemas import Provenance, VariantManifest, utc_now_iso
 from vlmopt.schemas.manifest import Calibration, Fidelity, RejectedVariant, Variant
 
@@ -26,7 +27,7 @@ from .ignore_rules import IgnorePlan, resolve_ignore, vision_patterns
 from .layers import LinearLayer, check_group_size, linear_inventory, sequential_targets
 from .loading import ModelFolder, image_token_id, inspect_model_dir, load_model, load_processor
 from .measure import PeakMemory
-from .output import check_disk_space, remove_stale_staging, staged_dir
+from .output import check_disk_space
 from .recipes import MethodSpec, build_recipe, recipe_kwargs
 from .safetensors_index import checkpoint_tensors, weights_bytes
 from .size_estimate import estimate_variant_bytes
@@ -36,6 +37,9 @@ HELDOUT_PROMPTS = 8
 FIDELITY_HOW = ("in-process after oneshot, before save: compressed-tensors quantized forward vs the bf16 model, "
                 "teacher-forced next-token distributions")
 # Files of the source folder that `save_pretrained` does not rewrite but a served variant may need.
+# Every variant folder vlmopt writes holds its quantize log; --force replaces only such a folder.
+VARIANT_LOG = "quantize.log"
+VARIANT_MARKERS = (VARIANT_LOG,)
 _SKIP_COPY_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5")
 
 
@@ -200,7 +204,7 @@ def _produce(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, model_
     final = model_out / name
     fidelity: FidelityResult | None = None
     try:
-        with PeakMemory() as measured, staged_dir(final, force=True) as staging:
+        with PeakMemory() as measured, atomic_folder(final, VARIANT_MARKERS, "vlmopt variant") as staging:
             fidelity, oneshot_s, verification = _quantize_into(request, prep, spec, name, staging, report)
         variant = _variant_entry(request, prep, spec, name, final, model_out, fidelity, verification,
                                  measured.result, oneshot_s)
@@ -209,6 +213,8 @@ def _produce(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, model_
         return VariantOutcome(name, spec, "rejected", str(exc), None, fidelity or getattr(exc, "fidelity", None))
     except VariantFailed as exc:
         return VariantOutcome(name, spec, "failed", str(exc), None, getattr(exc, "fidelity", None))
+    except FolderNotOursError as exc:  # --force on a folder vlmopt did not write: refused before any work
+        return VariantOutcome(name, spec, "failed", str(exc))
     finally:
         gc.collect()
 
@@ -219,7 +225,7 @@ def _quantize_into(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, 
     from loguru import logger
 
     _ensure_metric_level(logger)
-    log_sink = logger.add(str(staging / "quantize.log"), level="DEBUG")
+    log_sink = logger.add(str(staging / VARIANT_LOG), level="DEBUG")
     try:
         report(name, "loading the bf16 model")
         model = load_model(prep.folder)

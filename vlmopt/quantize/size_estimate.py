@@ -1,5 +1,6 @@
 """Bytes a variant will take on disk, estimated from the bf16 checkpoint's safetensors header before any work is
-done, so that a run that cannot fit is refused up front (research/quantization.md §5 gives the bytes per parameter).
+done, so that a run that cannot fit is refused up front (bytes per parameter of compressed-tensors'
+packed formats, https://github.com/vllm-project/compressed-tensors).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from collections.abc import Iterable, Mapping
 from .ignore_rules import matches_any
 from .recipes import MethodSpec
 from .safetensors_index import TensorEntry
-
-DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "I8": 1, "U8": 1, "F8_E4M3": 1, "I32": 4, "I64": 8}
 
 
 def quantized_weight_bytes(out_features: int, in_features: int, spec: MethodSpec) -> int:

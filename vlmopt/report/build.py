@@ -11,7 +11,7 @@ from vlmopt.schemas import BenchmarkProfile, Plan, VariantManifest, utc_now_iso
 from .compose import collect, compose
 from .html import render_html
 from .markdown import plot_path, render_markdown
-from .writer import ReportFolderError, replaceable, write_folder_atomically
+from .writer import check_report_folder, write_folder_atomically
 
 
 @dataclass(frozen=True)
@@ -35,9 +35,7 @@ def build_report(
     `generated` is the timestamp printed in the report (default: now, UTC). Raises writer.ReportFolderError
     when `out_dir` exists and holds something other than a report.
     """
-    if not replaceable(Path(out_dir)):  # fail before the seconds spent drawing, not after
-        raise ReportFolderError(f"{out_dir} exists and is not a report folder (no report.md or report.html in "
-                                "it); choose another --out or remove it")
+    check_report_folder(Path(out_dir))  # fail before the seconds spent drawing, not after
     data = collect(plan, list(profiles), list(manifests))
     doc = compose(data, generated or utc_now_iso())
     files: dict[str, str | bytes] = {"report.md": render_markdown(doc), "report.html": render_html(doc)}

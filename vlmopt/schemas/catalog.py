@@ -1,4 +1,4 @@
-"""GPU catalog (profiles/gpus.yaml) and price catalog (profiles/prices.yaml). Every number carries a source."""
+"""GPU catalog (vlmopt/data/gpus.yaml) and price catalog (vlmopt/data/prices.yaml). Every number carries a source."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Benchmark profile: profiles/<model>/<variant>@<device>.json, written by `vlmopt benchmark`, read by plan/report.
 
-Load-point keys follow `vllm bench serve`'s result JSON (../shared/research/benchmark.md §1.5) so numbers can be
-compared key by key.
+Load-point keys follow `vllm bench serve`'s result JSON so numbers can be compared key by key
+(docs/benchmark.md#how-the-client-compares-with-vllm-bench-serve).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class DeviceInfo(StrictModel):
     mig_profile: str | None = None
     count: int = 1
     memory_gib: float | None = None
-    catalog_id: str | None = Field(default=None, description="key in profiles/gpus.yaml, when matched")
+    catalog_id: str | None = Field(default=None, description="GPU catalog key (vlmopt/data/gpus.yaml), when matched")
 
     def slug(self) -> str:
         base = self.catalog_id or self.name

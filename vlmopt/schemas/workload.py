@@ -27,7 +27,7 @@ class QualityFloor(StrictModel):
 
 class Service(StrictModel):
     name: str
-    model: str = Field(description="bundled model spec id (profiles/models/*.yaml) or a model folder")
+    model: str = Field(description="bundled model spec id (vlmopt/data/models/*.yaml) or a model folder")
     manifest: str | None = Field(
         default=None, description="variant manifest (vlmopt quantize output); relative paths from the workload file"
     )

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlmopt.atomic import atomic_folder
+
 IMAGE_TOKEN = "<image>"
+# Written last into every tiny model folder: what lets a rebuild (--overwrite) replace the folder.
+TINY_MARKER = "vlmopt_tiny.json"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", IMAGE_TOKEN]
 
 # USER/ASSISTANT turns like LLaVA-1.5; image parts become the <image> placeholder the processor expands.
@@ -219,14 +221,9 @@ def build_tiny_vlm(out_dir: Path | str, spec: TinyVlmSpec | None = None, overwri
 
     spec = spec or TinyVlmSpec()
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        if not overwrite and (out_dir / "config.json").exists():
-            return out_dir
-        if overwrite:
-            shutil.rmtree(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    if not overwrite and (out_dir / "config.json").exists():
+        return out_dir
+    with atomic_folder(out_dir, (TINY_MARKER,), "tiny model folder") as tmp:
         tokenizer = build_tokenizer(spec)
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         text_config = LlamaConfig(
@@ -292,16 +289,10 @@ def build_tiny_vlm(out_dir: Path | str, spec: TinyVlmSpec | None = None, overwri
         )
         processor.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "vlmopt_tiny.json").write_text(
+        (tmp / TINY_MARKER).write_text(
             json.dumps(
                 {"builder": "vlmopt.testing.tiny_vlm", "spec": spec.__dict__, "image_tokens": spec.image_tokens},
                 indent=2,
             )
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
