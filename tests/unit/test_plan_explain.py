@@ -9,6 +9,7 @@ from vlmopt.hw.catalog import load_gpu_catalog
 from vlmopt.paths import profiles_dir
 from vlmopt.plan import explain
 from vlmopt.plan.errors import PlanInfeasible, PlanInputError
+from vlmopt.plan.inputs import PlanInputs, PlanningOptions
 from vlmopt.plan.planner import make_plan
 from vlmopt.schemas.catalog import PriceCatalog
 from vlmopt.schemas.common import load_model
@@ -49,6 +50,11 @@ def catalogs():
     return load_gpu_catalog(), load_model(PriceCatalog, profiles_dir() / "prices.yaml")
 
 
+def _plan(wl: Workload, catalogs, attribute_levers: bool = True):
+    inputs = PlanInputs(workload=wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    return make_plan(inputs, PlanningOptions(attribute_levers=attribute_levers))
+
+
 def _workload(**service) -> Workload:
     base = {"name": "s", "model": "qwen2.5-vl-7b", "peak_rps": 5, "input_tokens": 256, "output_tokens": 128,
             "slo": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50}}
@@ -61,7 +67,7 @@ def test_model_too_large_names_the_memory_constraint(catalogs) -> None:
     wl = _workload(model="qwen2.5-vl-72b", variants=["bf16"], max_model_len=32768)
     wl.constraints.gpus = ["h100-sxm-80gb", "h200-sxm-141gb", "a100-80gb-sxm"]
     with pytest.raises(PlanInfeasible) as err:
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+        _plan(wl, catalogs, attribute_levers=False)
     msg = str(err.value)
     assert "fits qwen2.5-vl-72b bf16 at max_model_len 32768 on one device" in msg
     assert "h200-sxm-141gb" in msg and "weights need" in msg
@@ -70,26 +76,25 @@ def test_model_too_large_names_the_memory_constraint(catalogs) -> None:
 def test_slo_below_reach_names_the_slo_field(catalogs) -> None:
     wl = _workload(slo={"tpot_p95_ms": 0.5})
     with pytest.raises(PlanInfeasible, match=r"services\[0\]\.slo\.tpot_p95_ms = 0.5 ms is below what any"):
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+        _plan(wl, catalogs, attribute_levers=False)
 
 
 def test_quality_floor_and_quota_infeasibility(catalogs) -> None:
     with pytest.raises(PlanInfeasible, match=r"services\[0\]\.quality"):
-        make_plan(_workload(variants=["awq"], quality={"max_kl": 0.001}), gpu_catalog=catalogs[0],
-                  price_catalog=catalogs[1], attribute_levers=False)
+        _plan(_workload(variants=["awq"], quality={"max_kl": 0.001}), catalogs, attribute_levers=False)
     wl = _workload(peak_rps=200)
     wl.constraints.gpus = ["l4-24gb"]
     wl.constraints.max_gpus = {"l4-24gb": 1}
     with pytest.raises(PlanInfeasible, match=r"constraints\.max_gpus"):
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+        _plan(wl, catalogs, attribute_levers=False)
     wl.constraints.gpus = ["no-such-gpu"]
     with pytest.raises(PlanInputError, match=r"constraints\.gpus: unknown GPU"):
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+        _plan(wl, catalogs, attribute_levers=False)
 
 
 def test_plan_is_consistent_and_beats_its_baseline(catalogs) -> None:
     wl = load_model(Workload, profiles_dir() / "workloads" / "default.yaml")
-    plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    plan = _plan(wl, catalogs)
     assert sum(g.usd_per_hour for g in plan.node_groups) == pytest.approx(plan.cost.usd_per_hour, rel=1e-6)
     assert plan.baseline is not None and plan.cost.usd_per_hour <= plan.baseline.cost.usd_per_hour + 1e-9
     saved = sum(lv.usd_per_hour_saved for lv in plan.levers)
@@ -119,7 +124,7 @@ def test_services_share_a_gpu_through_mig(catalogs) -> None:
     ])
     wl.constraints.gpus = ["h100-sxm-80gb"]
     wl.constraints.markets = ["on_demand"]
-    plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    plan = _plan(wl, catalogs)
     assert len(plan.node_groups) == 1
     group = plan.node_groups[0]
     assert group.instances * group.gpus_per_instance == 1 and group.gpu_layout.mig_layout

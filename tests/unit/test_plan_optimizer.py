@@ -11,16 +11,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from vlmopt.plan.optimizer import (
-    WHOLE,
-    Demand,
-    Layout,
-    Offer,
-    Problem,
-    ReplicaOption,
-    lay_out_gpus,
-    solve,
-)
+from vlmopt.plan.milp_model import WHOLE, Demand, Layout, Offer, Problem, ReplicaOption
+from vlmopt.plan.optimizer import solve
+from vlmopt.plan.placement import lay_out_gpus
 from vlmopt.plan.spot import SpotTier
 
 pytestmark = pytest.mark.unit

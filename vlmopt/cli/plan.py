@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import EXIT_FAILED, console, err_console, fail
+from ._common import EXIT_FAILED, console, fail
 
 
 def _render(plan) -> None:
@@ -96,50 +96,26 @@ def register(app: typer.Typer) -> None:
         from vlmopt.plan.errors import PlanInfeasible, PlanInputError
         from vlmopt.plan.inputs import load_plan_inputs
         from vlmopt.plan.planner import make_plan
+        from vlmopt.plan_outputs import PlanOutputError, write_plan_outputs
         from vlmopt.schemas.common import ContractError
 
-        if mode not in ("cloud", "fleet"):
-            fail(f"--mode: must be 'cloud' or 'fleet', got {mode!r}")
-        if availability is not None and not 0 < availability < 1:
-            fail(f"--availability: must be between 0 and 1 (exclusive), got {availability}")
-        if mode == "fleet" and inventory is None:
-            fail("--inventory: fleet mode needs --inventory nvml or an inventory file")
         try:
-            inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode)
-            plan = make_plan(inputs.workload, inputs.profiles, inputs.manifests, inputs.gpu_catalog,
-                             inputs.price_catalog, mode=mode, inventory=inputs.inventory, availability=availability,
-                             name=name, workload_ref=inputs.workload_ref, prices_path=inputs.prices_path)
-            profs, mans, gpu_cat = inputs.profiles, inputs.manifests, inputs.gpu_catalog
+            inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode, availability, name)
+            plan = make_plan(inputs)
+        except PlanInfeasible as exc:
+            fail(f"infeasible: {exc}")
         except (ContractError, PlanInputError, FileNotFoundError, ValueError, NvmlUnavailable) as exc:
-            if isinstance(exc, PlanInfeasible):
-                fail(f"infeasible: {exc}")
             fail(str(exc))
 
         out_dir = out or Path("deploy") / plan.name
-        try:
-            from vlmopt.emit import write_bundle
-        except ImportError:
-            write_bundle = None
-        try:
-            if write_bundle is not None:
-                written = write_bundle(plan, out_dir, catalog=gpu_cat)
-            else:  # the emitters are not installed: the plan alone
-                from vlmopt.schemas.common import save_model
-
-                written = [save_model(plan, out_dir / "plan.json")]
-        except Exception as exc:
-            fail(f"--out {out_dir}: {exc}", code=EXIT_FAILED)
-        _render(plan)
-        console.print(f"wrote {len(written)} files to {out_dir}/ (plan.json and the deploy bundle)")
-
         report_out = report_dir or Path("reports") / plan.name
         try:
-            from vlmopt.report import build_report
-        except ImportError:
-            err_console.print("report: vlmopt.report is not available; skipped (run `vlmopt report` later)")
-            return
-        try:
-            paths = build_report(plan, report_out, profiles=list(profs.values()), manifests=list(mans.values()))
-        except Exception as exc:
-            fail(f"--report-dir {report_out}: {exc}", code=EXIT_FAILED)
-        console.print(f"wrote the cost report to {getattr(paths, 'markdown', report_out)}")
+            written = write_plan_outputs(plan, deploy_dir=out_dir, report_dir=report_out, catalog=inputs.gpu_catalog,
+                                         profiles=list(inputs.profiles.values()),
+                                         manifests=list(inputs.manifests.values()))
+        except PlanOutputError as exc:
+            fail(f"{'--out' if exc.target == 'deploy' else '--report-dir'} {exc}", code=EXIT_FAILED)
+        _render(plan)
+        console.print(f"wrote {len(written.deploy_files)} files to {out_dir}/ (plan.json and the deploy bundle)")
+        assert written.report is not None
+        console.print(f"wrote the cost report to {written.report.markdown}")

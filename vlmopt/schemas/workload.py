@@ -46,6 +46,8 @@ class Service(StrictModel):
     def _mean_below_peak(self) -> Service:
         if self.mean_rps is not None and self.mean_rps > self.peak_rps:
             raise ValueError(f"mean_rps {self.mean_rps} exceeds peak_rps {self.peak_rps}")
+        if not self.slo.as_dict():
+            raise ValueError(f"slo: set at least one latency objective ({', '.join(Slo.model_fields)})")
         return self
 
 
@@ -84,3 +86,11 @@ class Workload(StrictModel):
     name: str
     services: list[Service] = Field(min_length=1)
     constraints: Constraints = Field(default_factory=Constraints)
+
+    @model_validator(mode="after")
+    def _unique_service_names(self) -> Workload:
+        names = [s.name for s in self.services]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"services: duplicate service name(s) {dupes}")
+        return self
