@@ -53,9 +53,9 @@ def one_run(services: int) -> dict[str, tuple[float, float]]:
           f"+ maximal MIG), offers {len(ctx.offers)}, options evaluated {len(ctx.evals)}")
     print(f"  MILP: {solution.stats['variables']} integer variables, {solution.stats['constraints']} constraints, "
           f"{solution.stats['independent_parts']} independent part(s), status {solution.status}, proven gap "
-          f"{solution.stats.get('mip_gap')}, ${solution.usd_per_hour:.2f}/h")
+          f"{solution.stats.get('proven_gap')}, ${solution.usd_per_hour:.2f}/h")
     print(f"  plan: ${plan.cost.usd_per_hour:.2f}/h, status {plan.solver['status']}, proven gap "
-          f"{plan.solver.get('mip_gap')}, {plan.solver.get('availability_rounds')} availability round(s), lowest "
+          f"{plan.solver.get('proven_gap')}, {plan.solver.get('availability_rounds')} availability round(s), lowest "
           f"service availability {min(s.availability for s in plan.services):.6f} (target {plan.availability_target})"
           f"; with attribution {attributed.solver.get('milp_solves')} MILP solves, levers "
           f"{[(lv.name, round(lv.usd_per_hour_saved, 2)) for lv in attributed.levers]}")

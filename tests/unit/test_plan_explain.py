@@ -133,3 +133,13 @@ def test_services_share_a_gpu_through_mig(catalogs) -> None:
     assert mig_lever.usd_per_hour_saved == pytest.approx(6.88)  # two whole H100s -> one, cut in slices
     for r in group.gpu_layout.replicas:
         assert r.mig_start is not None and r.server_args.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:False"
+
+
+def test_optimality_says_proven_or_how_far_from_it() -> None:
+    assert explain.optimality({"status": "optimal", "proven_gap": 0.0}) == "proven optimal"
+    within = explain.optimality({"status": "optimal", "proven_gap": 0.00091, "pruning": "heuristic: ..."})
+    assert within is not None and within.startswith("within 0.09% of optimal over the options kept after pruning")
+    assert explain.optimality({"status": "time_limit", "mip_gap": 0.026661}).startswith("within 2.67% of optimal")
+    assert "no bound" in explain.optimality({"status": "time_limit"})
+    assert explain.optimality({"status": "optimal"}).startswith("optimal (the solver")
+    assert explain.optimality({}) is None  # a plan without a solver block says nothing

@@ -64,6 +64,7 @@ def _render(plan) -> None:
         for lv in plan.levers:
             levers.add_row(lv.name, f"{lv.usd_per_hour_saved:.2f}", lv.explanation)
         console.print(levers)
+    console.print(f"[bold]optimality:[/] {plan.solver.get('optimality', 'unknown')}", highlight=False)
     for line in plan.binding_constraints:
         console.print(f"[bold]binding:[/] {line}", highlight=False)
     if estimated:

@@ -34,8 +34,8 @@ from .solve import MAX_AVAILABILITY_ROUNDS, Solved, solve_levers
 __all__ = ["ALL_LEVERS", "MAX_AVAILABILITY_ROUNDS", "make_plan"]
 
 ALL_LEVERS = frozenset(explain.LEVER_ORDER)
-# Large workloads: each lever-off re-solve of the attribution gets this time limit.
-ATTRIBUTION_TIME_LIMIT_S = 1.0
+# Large workloads: each lever-off re-solve of the attribution gets this time limit (a safety net as above).
+ATTRIBUTION_TIME_LIMIT_S = 300.0
 
 
 def allowed_levers(ctx: Context) -> frozenset[str]:
@@ -131,8 +131,8 @@ def _solver_stats(
                              f"{PRUNE_KEEP_PER_VARIANT} most cost-efficient options per service, variant and market, "
                              f"the cheapest big enough, and on spot the {PRUNE_KEEP_PER_VARIANT} best per req/s left "
                              f"after the spot tier's losses; "
-                             f"HiGHS stops within {LARGE_MIP_REL_GAP:.0%} of its bound or after "
-                             f"{LARGE_TIME_LIMIT_S:g} s")
+                             f"HiGHS stops within {LARGE_MIP_REL_GAP:.1%} of its bound (or after "
+                             f"{LARGE_TIME_LIMIT_S:g} s)")
     if attributed:
         limited = sorted(",".join(sorted(k)) or "baseline" for k, found in cache.items()
                          if found is not None and k != full and found.solution.status != "optimal")
@@ -143,4 +143,5 @@ def _solver_stats(
         solver["lever_attribution"] = how
     solver["layouts"] = len(ctx.layouts)
     solver["offers"] = len(ctx.offers)
+    solver["optimality"] = explain.optimality(solver) or "unknown"
     return solver
