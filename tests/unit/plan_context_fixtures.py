@@ -3,7 +3,7 @@ an H100 (with MIG) and an L4, both markets, the bundled prices. Built once per t
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from vlmopt.hw.catalog import load_gpu_catalog
 from vlmopt.hw.models import load_model_arch
@@ -24,7 +24,7 @@ def small_workload(**constraints) -> Workload:
     ])
 
 
-@lru_cache(maxsize=None)
+@cache
 def small_context() -> Context:
     inputs = PlanInputs(workload=small_workload(), gpu_catalog=load_gpu_catalog(),
                         price_catalog=load_model(PriceCatalog, profiles_dir() / "prices.yaml"))

@@ -400,3 +400,16 @@ def test_independent_parts_follow_the_shared_resources() -> None:
     assert _parts(whole_only, offers=eight) == [{"s1", "s2"}, {"s3"}]  # one 8-GPU instance can hold both
     pool = [Offer("g-fleet", "g", "on_demand", 1.0, stock_gpus=2), Offer("h-od", "h", "on_demand", 2.0)]
     assert _parts(whole_only, offers=pool) == [{"s1", "s2"}, {"s3"}]  # both draw on the pool's 2 GPUs
+
+
+def test_spot_mig_narrows_which_slices_may_run_on_spot() -> None:
+    offers = [Offer("od", "h", "on_demand", 4.0), Offer("sp", "h", "spot", 1.0, haircut=0.0, zone_share=1.0)]
+    layouts = [Layout("h", (WHOLE,)), Layout("h", ("3g", "3g"), (0, 4))]
+    options = [ReplicaOption("s", "v", "h", "3g", 1.0), ReplicaOption("s", "v", "h", WHOLE, 1.5)]
+    problem = Problem(offers, layouts, options, [Demand("s", 1.8)])
+    free = solve(problem)
+    assert free.usd_per_hour == pytest.approx(1.0) and any(lay.is_mig for (_, lay) in free.gpus)  # 2 x 3g on spot
+    problem.spot_mig = frozenset()
+    whole_only = solve(problem)
+    assert not any(key == "sp" and slice_name != WHOLE for (key, slice_name, _, _) in whole_only.replicas)
+    assert whole_only.usd_per_hour == pytest.approx(2.0)  # two whole spot GPUs

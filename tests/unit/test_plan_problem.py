@@ -41,6 +41,7 @@ def test_large_workloads_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     assert set(pruned.options) <= set(everything.options)
     assert {o.service for o in pruned.options} == {"captions", "chat"}
     assert pruned.mip_rel_gap == problem_module.LARGE_MIP_REL_GAP
+    assert everything.spot_mig is None and pruned.spot_mig == frozenset()  # whole GPUs only on spot
 
 
 def test_cheapest_by_size_stops_at_the_first_option_big_enough() -> None:

@@ -116,7 +116,7 @@ class _Builder:
                 milp.instance_cols[offer.key] = milp.add_var(offer.usd_per_instance_hour)
             profiles = {p for layout in layouts for p in layout.slices}
             for opt in self.options_by_gpu[offer.gpu]:
-                if opt.slice not in profiles:
+                if opt.slice not in profiles or not self.problem.on_offer(opt, offer):
                     continue
                 on_spot = offer.market == "spot"
                 col = milp.add_var(EPS_REPLICA, ub=self.bound_sv[(opt.service, opt.variant)][on_spot])

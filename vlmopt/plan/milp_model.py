@@ -88,6 +88,15 @@ class Problem:
     single_variant: bool = True
     time_limit_s: float = 60.0
     mip_rel_gap: float = 1e-6  # HiGHS stops once the best plan is within this fraction of the lower bound
+    # The MIG-slice options that may also run on spot offers; None: all of them (pruning narrows it, problem.py).
+    spot_mig: frozenset[ReplicaOption] | None = None
+
+    def on_offer(self, option: ReplicaOption, offer: Offer) -> bool:
+        """Whether this option may run on this offer's GPUs."""
+        if option.gpu != offer.gpu:
+            return False
+        return (self.spot_mig is None or offer.market != "spot" or option.slice == WHOLE
+                or option in self.spot_mig)
 
 
 @dataclass
@@ -157,6 +166,8 @@ def spot_unit_capacity(problem: Problem) -> dict[SpotGroup, float]:
     layout together."""
     cap: dict[tuple[str, str, str, str], float] = {}
     for opt in problem.options:
+        if problem.spot_mig is not None and opt.slice != WHOLE and opt not in problem.spot_mig:
+            continue  # never on a spot instance
         key = (opt.service, opt.variant, opt.gpu, opt.slice)
         cap[key] = max(cap.get(key, 0.0), opt.capacity_rps)
     pairs = {(opt.service, opt.variant, opt.gpu) for opt in problem.options if opt.capacity_rps > 0}

@@ -41,6 +41,8 @@ def _shared_resources(problem: Problem, service: str) -> set[tuple[str, str]]:
         if opt.gpu in problem.quotas:
             out.add(("quota", opt.gpu))
         for offer in by_gpu[opt.gpu]:
+            if not problem.on_offer(opt, offer):
+                continue
             if opt.slice != WHOLE or offer.gpus_per_instance > 1 or offer.stock_gpus is not None:
                 out.add(("offer", offer.key))
     return out
@@ -81,6 +83,7 @@ def independent_parts(problem: Problem) -> list[Problem]:
             single_variant=problem.single_variant,
             time_limit_s=problem.time_limit_s,
             mip_rel_gap=problem.mip_rel_gap,
+            spot_mig=problem.spot_mig,
         ))
     return parts
 

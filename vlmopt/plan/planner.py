@@ -130,14 +130,14 @@ def _solver_stats(
                              f"{PRUNE_VARIANT_SLACK:.0%} of each service's best $/h per req/s, the "
                              f"{PRUNE_KEEP_PER_VARIANT} most cost-efficient options per service, variant and market, "
                              f"the cheapest big enough, and on spot the {PRUNE_KEEP_PER_VARIANT} best per req/s left "
-                             f"after the spot tier's losses; "
+                             f"after the spot tier's losses; whole GPUs only on spot; "
                              f"HiGHS stops within {LARGE_MIP_REL_GAP:.1%} of its bound (or after "
                              f"{LARGE_TIME_LIMIT_S:g} s)")
     if attributed:
         limited = sorted(",".join(sorted(k)) or "baseline" for k, found in cache.items()
                          if found is not None and k != full and found.solution.status != "optimal")
-        how = (f"each lever step re-solved with a {attribution_limit:g} s time limit" if attribution_limit
-               else "each lever step re-solved to optimality")
+        how = (f"each lever step re-solved to a {LARGE_MIP_REL_GAP:.1%} gap (time limit {attribution_limit:g} s)"
+               if attribution_limit else "each lever step re-solved to optimality")
         if limited:
             how += f"; not proven optimal: [{'; '.join(limited)}] (their costs are the best plans found, upper bounds)"
         solver["lever_attribution"] = how

@@ -49,13 +49,15 @@ def problem_for(
         if e.usable and not (baseline_only and variant_scheme[(e.service, e.variant)] != "BF16")
         and (e.slice == WHOLE or "mig_packing" in levers)
     ]
+    spot_mig = None
     if is_large(ctx):
-        replica_options = prune(ctx, replica_options, offers, layouts, tiers)
+        replica_options, spot_mig = prune(ctx, replica_options, offers, layouts, tiers)
     demands = [
         Demand(sc.service.name, sc.demand_rps * (1 + c.headroom), sc.demand_rps, tiers.get(sc.service.name))
         for sc in ctx.services
     ]
-    problem = Problem(offers, layouts, replica_options, demands, quotas=dict(c.max_gpus) if quotas else {})
+    problem = Problem(offers, layouts, replica_options, demands, quotas=dict(c.max_gpus) if quotas else {},
+                      spot_mig=spot_mig)
     if is_large(ctx):
         problem.mip_rel_gap = LARGE_MIP_REL_GAP
         problem.time_limit_s = LARGE_TIME_LIMIT_S
@@ -86,14 +88,16 @@ def prune(
     offers: list[Offer],
     layouts: list[Layout],
     tiers: Mapping[str, spot.SpotTier],
-) -> list[ReplicaOption]:
+) -> tuple[list[ReplicaOption], frozenset[ReplicaOption]]:
     """Heuristic for large workloads: per service keep the variants whose best $/h per req/s (GPU price x slice
     share / capacity) is within 10 % of the service's best. Per (service, variant, market) keep the 4 most
     cost-efficient (GPU, slice) options (what big services pack onto), the cheap-and-big-enough frontier
     (`cheapest_by_size`: what small services fit in), and on spot the 4 most cost-efficient per req/s that survives
     the service's spot tier (capacity minus k/Z of the most one instance can hold: what the availability rule counts;
-    small MIG slices of a big GPU count little there). Exactness is traded for solve time; the plan's solver stats
-    say so."""
+    small MIG slices of a big GPU count little there). On spot, whole GPUs only: the spot rule counts the loss of a
+    MIG instance as every slice it could hold, so spot slices rarely pay, yet they made the MILP several times
+    slower to prove (docs/plan.md#planner-scaling). Returns the options and the MIG options allowed on spot (none).
+    Exactness is traded for solve time; the plan's solver stats say so."""
     price: dict[tuple[str, str], float] = {}
     for o in offers:
         key = (o.gpu, o.market)
@@ -114,9 +118,9 @@ def prune(
     for opt in replica_options:
         by_sv[(opt.service, opt.variant)].append(opt)
     demand_of = {sc.service.name: sc.demand_rps * (1 + ctx.workload.constraints.headroom) for sc in ctx.services}
-    slices_of: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    slices_of: dict[str, set[tuple[str, ...]]] = defaultdict(set)  # layouts differing only in starts count once
     for lay in layouts:
-        slices_of[lay.gpu].append(lay.slices)
+        slices_of[lay.gpu].add(tuple(sorted(lay.slices)))
 
     def instance_capacity(group: list[ReplicaOption]) -> dict[str, float]:
         cap = {(o.gpu, o.slice): o.capacity_rps for o in group}
@@ -147,4 +151,4 @@ def prune(
 
             ranked = sorted((o for o in group if math.isfinite(survives(o))), key=survives)
             kept.update(ranked[:PRUNE_KEEP_PER_VARIANT])
-    return [o for o in replica_options if o in kept]
+    return [o for o in replica_options if o in kept], frozenset()
