@@ -18,6 +18,7 @@ from vlmopt.hw.mig import (
     RULES,
     InvalidLayoutError,
     MigLayout,
+    creation_sequence,
     enumerate_layouts,
     free_memory_slots,
     validate_layout,
@@ -321,3 +322,14 @@ def test_random_orders_agree_with_the_enumeration(case):
     else:
         assert layout.key in valid_keys
         assert placement_ok(gpu, layout.profiles, layout.starts)
+
+
+def test_creation_sequence_carries_each_instance_s_payload_along() -> None:
+    """The planner lists a GPU's replicas in creation order: each created instance maps back to its replica."""
+    profiles = ["3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb"]  # no starts: this order must work as given
+    names, starts, order = creation_sequence(H100, profiles, [None] * 4)
+    assert names == profiles and order == [0, 1, 2, 3] and placement_ok(H100, names, starts)
+    placed = ["1g.10gb", "3g.40gb", "2g.20gb"]
+    fixed_starts = [6, 0, 4]  # explicit placements are kept, whatever the creation order
+    names, starts, order = creation_sequence(H100, placed, fixed_starts)
+    assert names == ["3g.40gb", "2g.20gb", "1g.10gb"] and starts == [0, 4, 6] and order == [1, 2, 0]

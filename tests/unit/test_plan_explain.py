@@ -8,7 +8,7 @@ import pytest
 from vlmopt.hw.catalog import load_gpu_catalog
 from vlmopt.paths import data_file
 from vlmopt.plan import explain
-from vlmopt.plan.errors import PlanInfeasible, PlanInputError
+from vlmopt.plan.inputs import PlanInputs, PlanningOptions
 from vlmopt.plan.planner import make_plan
 from vlmopt.schemas.catalog import PriceCatalog
 from vlmopt.schemas.common import load_model
@@ -49,47 +49,14 @@ def catalogs():
     return load_gpu_catalog(), load_model(PriceCatalog, data_file("prices.yaml"))
 
 
-def _workload(**service) -> Workload:
-    base = {"name": "s", "model": "qwen2.5-vl-7b", "peak_rps": 5, "input_tokens": 256, "output_tokens": 128,
-            "slo": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50}}
-    base.update(service)
-    return Workload(name="t", services=[base])
-
-
-def test_model_too_large_names_the_memory_constraint(catalogs) -> None:
-    # 72B in bf16 is ~146 GB of weights: only a B200 holds it, so leave the B200 out.
-    wl = _workload(model="qwen2.5-vl-72b", variants=["bf16"], max_model_len=32768)
-    wl.constraints.gpus = ["h100-sxm-80gb", "h200-sxm-141gb", "a100-80gb-sxm"]
-    with pytest.raises(PlanInfeasible) as err:
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
-    msg = str(err.value)
-    assert "fits qwen2.5-vl-72b bf16 at max_model_len 32768 on one device" in msg
-    assert "h200-sxm-141gb" in msg and "weights need" in msg
-
-
-def test_slo_below_reach_names_the_slo_field(catalogs) -> None:
-    wl = _workload(slo={"tpot_p95_ms": 0.5})
-    with pytest.raises(PlanInfeasible, match=r"services\[0\]\.slo\.tpot_p95_ms = 0.5 ms is below what any"):
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
-
-
-def test_quality_floor_and_quota_infeasibility(catalogs) -> None:
-    with pytest.raises(PlanInfeasible, match=r"services\[0\]\.quality"):
-        make_plan(_workload(variants=["awq"], quality={"max_kl": 0.001}), gpu_catalog=catalogs[0],
-                  price_catalog=catalogs[1], attribute_levers=False)
-    wl = _workload(peak_rps=200)
-    wl.constraints.gpus = ["l4-24gb"]
-    wl.constraints.max_gpus = {"l4-24gb": 1}
-    with pytest.raises(PlanInfeasible, match=r"constraints\.max_gpus"):
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
-    wl.constraints.gpus = ["no-such-gpu"]
-    with pytest.raises(PlanInputError, match=r"constraints\.gpus: unknown GPU"):
-        make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1], attribute_levers=False)
+def _plan(wl: Workload, catalogs, attribute_levers: bool = True):
+    inputs = PlanInputs(workload=wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    return make_plan(inputs, PlanningOptions(attribute_levers=attribute_levers))
 
 
 def test_plan_is_consistent_and_beats_its_baseline(catalogs) -> None:
     wl = load_model(Workload, data_file("workloads/default.yaml"))
-    plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    plan = _plan(wl, catalogs)
     assert sum(g.usd_per_hour for g in plan.node_groups) == pytest.approx(plan.cost.usd_per_hour, rel=1e-6)
     assert plan.baseline is not None and plan.cost.usd_per_hour <= plan.baseline.cost.usd_per_hour + 1e-9
     saved = sum(lv.usd_per_hour_saved for lv in plan.levers)
@@ -119,7 +86,7 @@ def test_services_share_a_gpu_through_mig(catalogs) -> None:
     ])
     wl.constraints.gpus = ["h100-sxm-80gb"]
     wl.constraints.markets = ["on_demand"]
-    plan = make_plan(wl, gpu_catalog=catalogs[0], price_catalog=catalogs[1])
+    plan = _plan(wl, catalogs)
     assert len(plan.node_groups) == 1
     group = plan.node_groups[0]
     assert group.instances * group.gpus_per_instance == 1 and group.gpu_layout.mig_layout
@@ -128,3 +95,13 @@ def test_services_share_a_gpu_through_mig(catalogs) -> None:
     assert mig_lever.usd_per_hour_saved == pytest.approx(6.88)  # two whole H100s -> one, cut in slices
     for r in group.gpu_layout.replicas:
         assert r.mig_start is not None and r.server_args.env["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:False"
+
+
+def test_optimality_says_proven_or_how_far_from_it() -> None:
+    assert explain.optimality({"status": "optimal", "proven_gap": 0.0}) == "proven optimal"
+    within = explain.optimality({"status": "optimal", "proven_gap": 0.00091, "pruning": "heuristic: ..."})
+    assert within is not None and within.startswith("within 0.09% of optimal over the options kept after pruning")
+    assert explain.optimality({"status": "time_limit", "mip_gap": 0.026661}).startswith("within 2.67% of optimal")
+    assert "no bound" in explain.optimality({"status": "time_limit"})
+    assert explain.optimality({"status": "optimal"}).startswith("optimal (the solver")
+    assert explain.optimality({}) is None  # a plan without a solver block says nothing

@@ -11,16 +11,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from vlmopt.plan.optimizer import (
-    WHOLE,
-    Demand,
-    Layout,
-    Offer,
-    Problem,
-    ReplicaOption,
-    lay_out_gpus,
-    solve,
-)
+from vlmopt.plan.milp_model import WHOLE, Demand, Layout, Offer, Problem, ReplicaOption
+from vlmopt.plan.optimizer import independent_parts, solve
+from vlmopt.plan.placement import lay_out_gpus
 from vlmopt.plan.spot import SpotTier
 
 pytestmark = pytest.mark.unit
@@ -322,3 +315,101 @@ def test_service_without_any_option_is_reported() -> None:
     solution = solve(Problem(offers, [Layout("g", (WHOLE,))], [], [Demand("s", 1.0)]))
     assert solution.status == "infeasible"
     assert "'s'" in solution.message
+
+
+# ---- decomposition into independent parts -------------------------------------------------------------------------
+def _whole_gpu_problem(rng: random.Random, services: int) -> Problem:
+    """Services on whole GPUs of 1-GPU offers (independent), with some coupling drawn at random: a MIG layout
+    two services can share, a quota over a GPU type, a 2-GPU instance, or a fleet pool's stock."""
+    offers = [Offer(f"{g}-{m}", g, m, round(rng.uniform(0.5, 4.0), 2),
+                    haircut=0.05 if m == "spot" else 0.0, zone_share=2 / 3 if m == "spot" else 1.0)
+              for g in ("g1", "g2", "g3") for m in ("on_demand", "spot")]
+    layouts = [Layout(g, (WHOLE,)) for g in ("g1", "g2", "g3")]
+    coupling = rng.choice(["none", "mig", "quota", "instance", "stock"])
+    if coupling == "mig":
+        layouts.append(Layout("g1", ("a", "a"), (0, 1)))
+    if coupling == "instance":
+        offers.append(Offer("g2-x2", "g2", "on_demand", round(rng.uniform(1.0, 6.0), 2), gpus_per_instance=2))
+    if coupling == "stock":
+        offers = [o if o.key != "g3-on_demand" else Offer(o.key, o.gpu, o.market, o.usd_per_instance_hour,
+                                                          stock_gpus=rng.choice([1, 2]))
+                  for o in offers]
+    options = []
+    for i in range(services):
+        for gpu in rng.sample(["g1", "g2", "g3"], 2):
+            for var in ("v1", "v2")[: rng.choice([1, 2])]:
+                options.append(ReplicaOption(f"s{i}", var, gpu, WHOLE, round(rng.uniform(0.4, 1.6), 3)))
+                if coupling == "mig" and gpu == "g1":
+                    options.append(ReplicaOption(f"s{i}", var, gpu, "a", round(rng.uniform(0.2, 0.8), 3)))
+    demands = []
+    for i in range(services):
+        peak = round(rng.uniform(0.3, 1.2), 3)
+        tier = rng.choice([None, SpotTier(1, 2, 3), SpotTier(None, None, 3)])
+        demands.append(Demand(f"s{i}", required_rps=peak * 1.2, floor_rps=peak, spot_tier=tier))
+    quotas = {"g2": rng.choice([1, 2, 3])} if coupling == "quota" else {}
+    problem = Problem(offers, layouts, options, demands, quotas=quotas)
+    PROBLEM_OF.update({id(d): problem for d in demands})
+    return problem
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_solving_parts_separately_gives_the_joint_optimum(seed: int) -> None:
+    """Exactness of the decomposition: the parts' optima add up to the optimum of the whole MILP, and both match
+    the brute force (on instances small enough for it)."""
+    problem = _whole_gpu_problem(random.Random(seed), services=random.Random(seed).choice([2, 3]))
+    parts = solve(problem)
+    joint = solve(problem, decompose=False)
+    assert parts.status == joint.status
+    if not joint.ok:
+        return
+    assert parts.usd_per_hour == pytest.approx(joint.usd_per_hour, rel=1e-9, abs=1e-9)
+    assert set(parts.variant_of) == {d.service for d in problem.demands}
+    if sum(parts.gpus.values()) <= MAX_GPUS:
+        assert parts.usd_per_hour == pytest.approx(brute_force(problem), rel=1e-9, abs=1e-9)
+
+
+def test_decomposition_instances_exercise_split_and_coupled_cases() -> None:
+    seen: Counter = Counter()
+    for seed in range(30):
+        problem = _whole_gpu_problem(random.Random(seed), services=random.Random(seed).choice([2, 3]))
+        seen["split" if len(independent_parts(problem)) > 1 else "coupled"] += 1
+        seen["within_cap"] += solve(problem).ok and sum(solve(problem).gpus.values()) <= MAX_GPUS
+    assert seen["split"] >= 5 and seen["coupled"] >= 5 and seen["within_cap"] >= 5, seen
+
+
+def _services_on(gpu_slices: dict[str, list[tuple[str, str]]]) -> list[ReplicaOption]:
+    return [ReplicaOption(svc, "v", gpu, slice_name, 1.0) for svc, places in gpu_slices.items()
+            for gpu, slice_name in places]
+
+
+def _parts(options: list[ReplicaOption], **problem_fields) -> list[set[str]]:
+    offers = problem_fields.pop("offers", [Offer("g-od", "g", "on_demand", 1.0), Offer("h-od", "h", "on_demand", 2.0)])
+    layouts = [Layout("g", (WHOLE,)), Layout("g", ("a", "a"), (0, 1)), Layout("h", (WHOLE,))]
+    demands = [Demand(svc, 1.0) for svc in dict.fromkeys(o.service for o in options)]
+    problem = Problem(offers, layouts, options, demands, **problem_fields)
+    return [{d.service for d in part.demands} for part in independent_parts(problem)]
+
+
+def test_independent_parts_follow_the_shared_resources() -> None:
+    whole_only = _services_on({"s1": [("g", WHOLE)], "s2": [("g", WHOLE), ("h", WHOLE)], "s3": [("h", WHOLE)]})
+    assert _parts(whole_only) == [{"s1"}, {"s2"}, {"s3"}]  # a whole 1-GPU instance holds one replica
+    mig = _services_on({"s1": [("g", "a")], "s2": [("g", "a")], "s3": [("h", WHOLE)]})
+    assert _parts(mig) == [{"s1", "s2"}, {"s3"}]  # slices of one GPU can go to both
+    assert _parts(whole_only, quotas={"h": 2}) == [{"s1"}, {"s2", "s3"}]  # one quota over both
+    eight = [Offer("g-x8", "g", "on_demand", 8.0, gpus_per_instance=8), Offer("h-od", "h", "on_demand", 2.0)]
+    assert _parts(whole_only, offers=eight) == [{"s1", "s2"}, {"s3"}]  # one 8-GPU instance can hold both
+    pool = [Offer("g-fleet", "g", "on_demand", 1.0, stock_gpus=2), Offer("h-od", "h", "on_demand", 2.0)]
+    assert _parts(whole_only, offers=pool) == [{"s1", "s2"}, {"s3"}]  # both draw on the pool's 2 GPUs
+
+
+def test_spot_mig_narrows_which_slices_may_run_on_spot() -> None:
+    offers = [Offer("od", "h", "on_demand", 4.0), Offer("sp", "h", "spot", 1.0, haircut=0.0, zone_share=1.0)]
+    layouts = [Layout("h", (WHOLE,)), Layout("h", ("3g", "3g"), (0, 4))]
+    options = [ReplicaOption("s", "v", "h", "3g", 1.0), ReplicaOption("s", "v", "h", WHOLE, 1.5)]
+    problem = Problem(offers, layouts, options, [Demand("s", 1.8)])
+    free = solve(problem)
+    assert free.usd_per_hour == pytest.approx(1.0) and any(lay.is_mig for (_, lay) in free.gpus)  # 2 x 3g on spot
+    problem.spot_mig = frozenset()
+    whole_only = solve(problem)
+    assert not any(key == "sp" and slice_name != WHOLE for (key, slice_name, _, _) in whole_only.replicas)
+    assert whole_only.usd_per_hour == pytest.approx(2.0)  # two whole spot GPUs

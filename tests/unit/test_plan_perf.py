@@ -10,6 +10,7 @@ import pytest
 from vlmopt.hw.catalog import load_gpu_catalog
 from vlmopt.paths import data_file
 from vlmopt.plan import perf
+from vlmopt.plan.inputs import PlanInputs, PlanningOptions
 from vlmopt.plan.planner import make_plan
 from vlmopt.schemas.catalog import PriceCatalog
 from vlmopt.schemas.common import Provenance, load_model
@@ -142,8 +143,9 @@ def test_a_matching_profile_makes_the_option_measured_in_the_plan() -> None:
         "output_tokens": 128, "images_per_request": 0, "slo": {"ttft_p95_ms": 500, "tpot_p95_ms": 30}}])
     wl.constraints.gpus = ["h100-sxm-80gb"]
     prices = load_model(PriceCatalog, data_file("prices.yaml"))
-    plan = make_plan(wl, profiles={"profiles/x@h100.json": prof}, gpu_catalog=load_gpu_catalog(),
-                     price_catalog=prices, attribute_levers=False)
+    inputs = PlanInputs(workload=wl, profiles={"profiles/x@h100.json": prof}, gpu_catalog=load_gpu_catalog(),
+                        price_catalog=prices)
+    plan = make_plan(inputs, PlanningOptions(attribute_levers=False))
     whole = [c for c in plan.candidates if c.slice == "whole"]
     assert whole and all(c.capacity_rps == 3.5 and c.provenance.kind == "measured" for c in whole)
     sliced = [c for c in plan.candidates if c.slice != "whole" and c.meets_slo]

@@ -8,7 +8,8 @@ import pytest
 
 from vlmopt.hw.catalog import load_gpu_catalog
 from vlmopt.paths import data_file
-from vlmopt.plan import planner
+from vlmopt.plan import planner, solve
+from vlmopt.plan.inputs import PlanInputs, PlanningOptions
 from vlmopt.plan.synthetic import scaling_workload, synthetic_prices
 from vlmopt.schemas.catalog import PriceCatalog
 from vlmopt.schemas.common import load_model
@@ -24,12 +25,13 @@ def gpu_catalog():
 
 def test_fifty_services_plan_in_bounded_solves_and_meet_availability(gpu_catalog) -> None:
     wl = scaling_workload(50)
-    plan = planner.make_plan(wl, gpu_catalog=gpu_catalog, price_catalog=synthetic_prices(gpu_catalog))
+    inputs = PlanInputs(workload=wl, gpu_catalog=gpu_catalog, price_catalog=synthetic_prices(gpu_catalog))
+    plan = planner.make_plan(inputs)
     solver = plan.solver
-    assert solver["availability_rounds"] <= planner.MAX_AVAILABILITY_ROUNDS
+    assert solver["availability_rounds"] <= solve.MAX_AVAILABILITY_ROUNDS
     # the full plan's rounds, plus one solve per lever-off step (no spot there, so no tiers): baseline,
     # +quantization, +MIG packing
-    assert solver["milp_solves"] <= planner.MAX_AVAILABILITY_ROUNDS + 3
+    assert solver["milp_solves"] <= solve.MAX_AVAILABILITY_ROUNDS + 3
     assert "pruning" in solver and "time limit" in solver["lever_attribution"]
     assert len(plan.services) == 50
     for svc in plan.services:
@@ -49,8 +51,8 @@ def test_a_service_at_its_spot_limit_gets_a_second_round_with_the_next_tier(gpu_
         "slo": {"ttft_p95_ms": 1000, "tpot_p95_ms": 50}}])
     wl.constraints.gpus = ["l4-24gb"]
     prices = load_model(PriceCatalog, data_file("prices.yaml"))
-    plan = planner.make_plan(wl, gpu_catalog=gpu_catalog, price_catalog=prices, availability=0.9999,
-                             attribute_levers=False)
+    inputs = PlanInputs(workload=wl, gpu_catalog=gpu_catalog, price_catalog=prices, availability=0.9999)
+    plan = planner.make_plan(inputs, PlanningOptions(attribute_levers=False))
     assert plan.solver["availability_rounds"] == 2
     spot_gpus = sum(g.instances * g.gpus_per_instance for g in plan.node_groups if g.market == "spot")
     assert spot_gpus > 3

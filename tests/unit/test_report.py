@@ -408,3 +408,14 @@ def test_cli_refuses_non_report_out_folder(tmp_path):
     result = runner.invoke(app, ["report", str(plan_dir), "--out", str(out)])
     assert result.exit_code == 2 and "not a report folder" in result.output
     assert sorted(p.name for p in out.iterdir()) == ["data.txt"]
+
+
+def test_recommendation_says_how_close_to_optimal_the_plan_is():
+    from vlmopt.report.recommendation import recommendation_text
+
+    plan = make_plan(candidates=False, memory=False)
+    proven = plan.model_copy(update={"solver": {"status": "optimal", "proven_gap": 0.0}})
+    assert "The optimizer's plan is proven optimal." in recommendation_text(proven)
+    limited = plan.model_copy(update={"solver": {"status": "time_limit", "proven_gap": 0.012345}})
+    assert "is within 1.23% of optimal" in recommendation_text(limited)
+    assert "optimal" not in recommendation_text(plan.model_copy(update={"solver": {}}))

@@ -15,7 +15,7 @@ from ._common import DATA_DIR_HELP, EXIT_FAILED, console, fail, use_data_dir
 
 class RichDemoUI:
     def __init__(self) -> None:
-        from vlmopt.demo.runner import TOTAL_STEPS
+        from vlmopt.demo.common import TOTAL_STEPS
 
         self.total = TOTAL_STEPS
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ._common import DATA_DIR_HELP, EXIT_BAD_INPUT, EXIT_FAILED, console, err_console, fail, use_data_dir
+from ._common import DATA_DIR_HELP, EXIT_BAD_INPUT, EXIT_FAILED, console, fail, use_data_dir
 
 
 def _render(plan) -> None:
@@ -64,6 +64,7 @@ def _render(plan) -> None:
         for lv in plan.levers:
             levers.add_row(lv.name, f"{lv.usd_per_hour_saved:.2f}", lv.explanation)
         console.print(levers)
+    console.print(f"[bold]optimality:[/] {plan.solver.get('optimality', 'unknown')}", highlight=False)
     for line in plan.binding_constraints:
         console.print(f"[bold]binding:[/] {line}", highlight=False)
     if estimated:
@@ -102,15 +103,10 @@ def register(app: typer.Typer) -> None:
         from vlmopt.plan.errors import PlanInfeasible, PlanInputError
         from vlmopt.plan.inputs import load_plan_inputs
         from vlmopt.plan.planner import make_plan
+        from vlmopt.plan_outputs import PlanOutputError, write_plan_outputs
         from vlmopt.schemas.common import ContractError
 
         use_data_dir(data_dir)
-        if mode not in ("cloud", "fleet"):
-            fail(f"--mode: must be 'cloud' or 'fleet', got {mode!r}")
-        if availability is not None and not 0 < availability < 1:
-            fail(f"--availability: must be between 0 and 1 (exclusive), got {availability}")
-        if mode == "fleet" and inventory is None:
-            fail("--inventory: fleet mode needs --inventory nvml or an inventory file")
         settings = None
         if deploy_settings is not None:
             from vlmopt.schemas.common import load_model
@@ -121,45 +117,27 @@ def register(app: typer.Typer) -> None:
             except ContractError as exc:
                 fail(f"--deploy-settings: {exc}")
         try:
-            inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode)
-            plan = make_plan(inputs.workload, inputs.profiles, inputs.manifests, inputs.gpu_catalog,
-                             inputs.price_catalog, mode=mode, inventory=inputs.inventory, availability=availability,
-                             name=name, workload_ref=inputs.workload_ref, prices_path=inputs.prices_path)
-            profs, mans, gpu_cat = inputs.profiles, inputs.manifests, inputs.gpu_catalog
-            settings = settings if settings is not None else inputs.workload.deploy
+            inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode, availability, name)
+            plan = make_plan(inputs)
+        except PlanInfeasible as exc:
+            fail(f"infeasible: {exc}")
         except (ContractError, PlanInputError, FileNotFoundError, ValueError, NvmlUnavailable) as exc:
-            if isinstance(exc, PlanInfeasible):
-                fail(f"infeasible: {exc}")
             fail(str(exc))
 
         out_dir = out or Path("deploy") / plan.name
+        report_out = report_dir or Path("reports") / plan.name
         try:
-            from vlmopt.emit import write_bundle
-        except ImportError:
-            write_bundle = None
-        try:
-            if write_bundle is not None:
-                written = write_bundle(plan, out_dir, settings, catalog=gpu_cat)
-            else:  # the emitters are not installed: the plan alone
-                from vlmopt.schemas.common import save_model
-
-                written = [save_model(plan, out_dir / "plan.json")]
-        except Exception as exc:
+            written = write_plan_outputs(plan, deploy_dir=out_dir, report_dir=report_out, catalog=inputs.gpu_catalog,
+                                         profiles=list(inputs.profiles.values()),
+                                         manifests=list(inputs.manifests.values()),
+                                         settings=settings if settings is not None else inputs.workload.deploy)
+        except PlanOutputError as exc:
             from vlmopt.emit import EmitError
 
             # A plan/settings combination the bundle cannot serve is bad input; anything else is a failure.
-            fail(f"--out {out_dir}: {exc}", code=EXIT_BAD_INPUT if isinstance(exc, EmitError) else EXIT_FAILED)
+            code = EXIT_BAD_INPUT if isinstance(exc.cause, EmitError) else EXIT_FAILED
+            fail(f"{'--out' if exc.target == 'deploy' else '--report-dir'} {exc}", code=code)
         _render(plan)
-        console.print(f"wrote {len(written)} files to {out_dir}/ (plan.json and the deploy bundle)")
-
-        report_out = report_dir or Path("reports") / plan.name
-        try:
-            from vlmopt.report import build_report
-        except ImportError:
-            err_console.print("report: vlmopt.report is not available; skipped (run `vlmopt report` later)")
-            return
-        try:
-            paths = build_report(plan, report_out, profiles=list(profs.values()), manifests=list(mans.values()))
-        except Exception as exc:
-            fail(f"--report-dir {report_out}: {exc}", code=EXIT_FAILED)
-        console.print(f"wrote the cost report to {getattr(paths, 'markdown', report_out)}")
+        console.print(f"wrote {len(written.deploy_files)} files to {out_dir}/ (plan.json and the deploy bundle)")
+        assert written.report is not None
+        console.print(f"wrote the cost report to {written.report.markdown}")

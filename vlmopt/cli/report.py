@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from vlmopt.report import ReportFolderError, build_report
+from vlmopt.plan_outputs import PlanOutputError, write_plan_outputs
+from vlmopt.report import ReportFolderError
 from vlmopt.report.formatting import usd
 from vlmopt.report.inputs import (
     discover_manifests,
@@ -19,7 +20,7 @@ from vlmopt.report.inputs import (
 )
 from vlmopt.schemas import ContractError
 
-from ._common import console, err_console, fail
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, console, err_console, fail
 
 
 def default_out(plan_path: Path) -> Path:
@@ -58,9 +59,16 @@ def register(app: typer.Typer) -> None:
                 found = discover_manifests(loaded_profiles, bases)
                 loaded_manifests, notes = found.manifests, notes + found.unreadable
             target = out or default_out(plan_dir)
-            paths = build_report(plan, target, loaded_profiles, loaded_manifests)
-        except (ContractError, ReportFolderError) as exc:
+            written = write_plan_outputs(plan, deploy_dir=None, report_dir=target, profiles=loaded_profiles,
+                                         manifests=loaded_manifests)
+        except ContractError as exc:
             fail(str(exc))
+        except PlanOutputError as exc:
+            # a folder holding something other than a report is bad input; anything else failed while writing
+            fail(str(exc.cause) if isinstance(exc.cause, ReportFolderError) else str(exc),
+                 code=EXIT_BAD_INPUT if isinstance(exc.cause, ReportFolderError) else EXIT_FAILED)
+        assert written.report is not None
+        paths = written.report
         for note in notes:
             err_console.print(f"[yellow]note:[/] skipped a referenced input: {note}", highlight=False)
 

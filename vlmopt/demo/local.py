@@ -11,12 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .outputs import write_plan_outputs
+from .common import DemoOptions, DemoStepFailed, DemoSummary, DemoUI
+from .outputs import write_demo_plan
 
 if TYPE_CHECKING:
     from vlmopt.schemas import BenchmarkProfile, DeviceInfo, GpuCatalog, GpuInventory
-
-    from .runner import DemoOptions, DemoSummary, DemoUI
 
 LOCAL_CPU_ID = "local-cpu"
 
@@ -80,40 +79,41 @@ def as_local_profile(profile: BenchmarkProfile, catalog_id: str) -> BenchmarkPro
 def plan_local_device(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI) -> tuple[Path, Path]:
     from vlmopt.hw.catalog import load_gpu_catalog
     from vlmopt.plan.errors import PlanInputError
+    from vlmopt.plan.inputs import PlanInputs
     from vlmopt.plan.planner import make_plan
     from vlmopt.schemas.common import ContractError, load_model
     from vlmopt.schemas.manifest import VariantManifest
     from vlmopt.schemas.profile import BenchmarkProfile
     from vlmopt.schemas.workload import Constraints, Service, Slo, Workload
 
-    from .runner import DemoStepFailed
-
     catalog, inventory, device_id = local_device(load_gpu_catalog(), options.local_usd_per_hour)
     profiles = {p: as_local_profile(load_model(BenchmarkProfile, p), device_id) for p in summary.profiles}
     manifest_path = str(Path(summary.manifest or ""))
     manifests = {manifest_path: load_model(VariantManifest, manifest_path)}
     model_dir = out / "models" / "tiny-llava"
-    workload = Workload(
-        name="local",
-        services=[Service(
-            name="tiny-vqa",
-            model=str(model_dir),
-            manifest=manifest_path,
-            peak_rps=options.local_peak_rps,
-            input_tokens=options.input_tokens,
-            output_tokens=options.output_tokens,
-            images_per_request=1,
-            image_size=(56, 56),
-            max_model_len=1024,
-            slo=Slo(**options.local_slo),
-        )],
-        constraints=Constraints(markets=["on_demand"], headroom=0.2, gpus=[device_id]),
-    )
     try:
-        plan = make_plan(workload, profiles, manifests, catalog, None, mode="fleet", inventory=inventory,
-                         workload_ref="vlmopt demo: tiny-vqa on this machine", name="local")
+        workload = Workload(
+            name="local",
+            services=[Service(
+                name="tiny-vqa",
+                model=str(model_dir),
+                manifest=manifest_path,
+                peak_rps=options.local_peak_rps,
+                input_tokens=options.input_tokens,
+                output_tokens=options.output_tokens,
+                images_per_request=1,
+                image_size=(56, 56),
+                max_model_len=1024,
+                slo=Slo(**options.local_slo),
+            )],
+            constraints=Constraints(markets=["on_demand"], headroom=0.2, gpus=[device_id]),
+        )
+        inputs = PlanInputs(workload=workload, gpu_catalog=catalog, mode="fleet", inventory=inventory,
+                            profiles=profiles, manifests=manifests, name="local",
+                            workload_ref="vlmopt demo: tiny-vqa on this machine")
+        plan = make_plan(inputs)
     except (ContractError, PlanInputError, ValueError) as exc:
         raise DemoStepFailed(str(exc)) from None
     chosen = ", ".join(f"{s.service}: {s.variant} x{s.replicas}" for s in plan.services)
     ui.info(f"local plan on {device_id}: {chosen} (capacities measured by this demo's benchmark)")
-    return write_plan_outputs(plan, out, catalog, profiles, manifests, ui, bundle=device_id != LOCAL_CPU_ID)
+    return write_demo_plan(plan, inputs, out, ui, bundle=device_id != LOCAL_CPU_ID)

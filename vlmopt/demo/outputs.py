@@ -1,31 +1,31 @@
-"""Write a plan's files the way `vlmopt plan` does: plan.json (+ deploy bundle) and the cost report."""
+"""Where the demo puts a plan's files (out/deploy/NAME, out/reports/NAME), written by the shared
+`vlmopt.plan_outputs.write_plan_outputs` exactly as `vlmopt plan` writes them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common import DemoStepFailed, DemoUI
+
 if TYPE_CHECKING:
-    from vlmopt.schemas import BenchmarkProfile, GpuCatalog, Plan, VariantManifest
+    from vlmopt.plan.inputs import PlanInputs
+    from vlmopt.schemas.plan import Plan
 
-    from .runner import DemoUI
 
-
-def write_plan_outputs(plan: Plan, out: Path, catalog: GpuCatalog, profiles: Mapping[str, BenchmarkProfile],
-                       manifests: Mapping[str, VariantManifest], ui: DemoUI, bundle: bool) -> tuple[Path, Path]:
-    from vlmopt.emit import write_bundle
-    from vlmopt.report import build_report
-    from vlmopt.schemas.common import save_model
+def write_demo_plan(plan: Plan, inputs: PlanInputs, out: Path, ui: DemoUI, bundle: bool) -> tuple[Path, Path]:
+    """(plan.json, report.html) of `plan` under `out`; a deploy bundle too when `bundle`."""
+    from vlmopt.plan_outputs import PlanOutputError, write_plan_outputs  # emit + report: loaded when a plan is written
 
     deploy_dir = out / "deploy" / plan.name
+    try:
+        written = write_plan_outputs(plan, deploy_dir=deploy_dir, report_dir=out / "reports" / plan.name,
+                                     catalog=inputs.gpu_catalog, profiles=list(inputs.profiles.values()),
+                                     manifests=list(inputs.manifests.values()), bundle=bundle)
+    except PlanOutputError as exc:
+        raise DemoStepFailed(str(exc)) from None
     if bundle:
-        written = write_bundle(plan, deploy_dir, catalog=catalog)
-        ui.info(f"deploy bundle: {len(written)} files in {deploy_dir}")
-    else:
-        save_model(plan, deploy_dir / "plan.json")
-    report = build_report(plan, out / "reports" / plan.name, profiles=list(profiles.values()),
-                          manifests=list(manifests.values()))
-    html = Path(getattr(report, "html", out / "reports" / plan.name / "report.html"))
-    ui.info(f"cost report: {html}")
-    return deploy_dir / "plan.json", html
+        ui.info(f"deploy bundle: {len(written.deploy_files)} files in {deploy_dir}")
+    assert written.plan_json is not None and written.report is not None
+    ui.info(f"cost report: {written.report.html}")
+    return written.plan_json, written.report.html

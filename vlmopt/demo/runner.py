@@ -10,71 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
 
-from pydantic import Field
+from vlmopt.schemas.common import save_model, utc_now_iso
 
-from vlmopt.schemas.common import SCHEMA_VERSION, StrictModel, save_model, utc_now_iso
-
-StepStatus = Literal["done", "skipped", "failed"]
-TOTAL_STEPS = 6
-
-
-class StepRecord(StrictModel):
-    step: str
-    status: StepStatus
-    seconds: float
-    detail: str = ""
-    outputs: dict[str, str] = Field(default_factory=dict)
-
-
-class DemoSummary(StrictModel):
-    """demo-summary.json: what the demo did and where everything is."""
-
-    schema_version: int = SCHEMA_VERSION
-    started: str
-    finished: str | None = None
-    out_dir: str
-    steps: list[StepRecord] = Field(default_factory=list)
-    manifest: str | None = None
-    profiles: list[str] = Field(default_factory=list)
-    unserved_variants: dict[str, str] = Field(default_factory=dict)
-    local_plan: str | None = None
-    local_report: str | None = None
-    cloud_plan: str | None = None
-    cloud_report: str | None = None
-
-
-@dataclass
-class DemoOptions:
-    out_dir: Path = Path("demo-output")
-    methods: str = "fp8,int8,gptq,awq"
-    calib_samples: int = 16
-    concurrency: list[int] = field(default_factory=lambda: [1, 4])
-    num_prompts: int = 16
-    input_tokens: int = 64
-    output_tokens: int = 16
-    # A CPU is slow; these SLOs are what a 2-core box meets at low load, so the local plan has something to pick.
-    local_slo: dict[str, float] = field(default_factory=lambda: {"ttft_p95_ms": 3000.0, "tpot_p95_ms": 500.0})
-    local_peak_rps: float = 0.5
-    local_usd_per_hour: float = 0.10
-    cloud_workload: Path | None = None  # None: the bundled default (Qwen2.5-VL-7B)
-    skip_benchmark: bool = False
-    force: bool = False
-
-
-class DemoUI(Protocol):
-    def step(self, index: int, title: str) -> None: ...
-    def info(self, text: str) -> None: ...
-    def warn(self, text: str) -> None: ...
-    def bench_progress(self) -> AbstractContextManager[Any]: ...
-
-
-class DemoStepFailed(RuntimeError):
-    pass
+from .cloud import plan_cloud
+from .common import TOTAL_STEPS, DemoOptions, DemoStepFailed, DemoSummary, DemoUI, StepRecord, StepStatus
+from .local import plan_local_device
 
 
 def run_demo(options: DemoOptions, ui: DemoUI) -> DemoSummary:
@@ -191,16 +133,12 @@ def _step_benchmark(options: DemoOptions, out: Path, summary: DemoSummary, ui: D
 def _step_local_plan(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
     if not summary.profiles or summary.manifest is None:
         return "skipped", "no measured profiles", {}
-    from .local import plan_local_device
-
     plan_path, report_path = plan_local_device(options, out, summary, ui)
     summary.local_plan, summary.local_report = str(plan_path), str(report_path)
     return "done", "", {"plan": str(plan_path), "report": str(report_path)}
 
 
 def _step_cloud_plan(options: DemoOptions, out: Path, summary: DemoSummary, ui: DemoUI):
-    from .cloud import plan_cloud
-
     plan_path, report_path = plan_cloud(options, out, ui)
     summary.cloud_plan, summary.cloud_report = str(plan_path), str(report_path)
     return "done", "", {"plan": str(plan_path), "report": str(report_path)}

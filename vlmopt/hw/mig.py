@@ -314,6 +314,27 @@ def validate_layout(gpu: GpuSpec, profiles: Sequence[str], starts: Sequence[int]
     return _layout(gpu, chosen, auto)
 
 
+def creation_sequence(
+    gpu: GpuSpec, profiles: Sequence[str], starts: Sequence[int | None]
+) -> tuple[list[str], list[int], list[int]]:
+    """Validate one GPU's instances and give them in creation order: (profile names, start slots, and for each
+    created instance its index in `profiles`), so whatever runs on instance i follows it.
+
+    `starts[i]` None (or all of them None) lets `validate_layout` place the instance; equal (profile, start) pairs
+    keep their given order.
+    """
+    given = [start for start in starts if start is not None]
+    layout = validate_layout(gpu, list(profiles), given if len(given) == len(profiles) else None)
+    created = layout.creation_order()
+    remaining = list(enumerate(zip(profiles, starts, strict=True)))
+    order = []
+    for name, start in created:
+        index = next(i for i, (profile, at) in remaining if profile == name and (at is None or at == start))
+        remaining = [(i, pair) for i, pair in remaining if i != index]
+        order.append(index)
+    return [name for name, _ in created], [start for _, start in created], order
+
+
 def _candidate_profiles(gpu: GpuSpec, include_media_extensions: bool) -> list[MigProfileSpec]:
     return [p for p in _geometry(gpu).profiles if include_media_extensions or not p.media_extensions]
 

@@ -11,7 +11,7 @@ follows how invasive each lever is to adopt, cheapest first.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from vlmopt.schemas.plan import Candidate, CostSummary, Lever
@@ -145,3 +145,23 @@ def why_variant(
         parts.append(f"{variant} excluded: {reason}")
     parts.append(quality_note)
     return "; ".join(p for p in parts if p)
+
+
+# A plan within this fraction of its proven lower bound is called optimal: HiGHS's default tolerance, far below any
+# price difference a user could act on.
+PROVEN_OPTIMAL_GAP = 1e-6
+
+
+def optimality(solver: Mapping[str, object]) -> str | None:
+    """How close to the cheapest plan this one is proven to be, from plan.solver (None: the block says nothing)."""
+    gap = solver.get("proven_gap", solver.get("mip_gap"))
+    pruned = " over the options kept after pruning" if solver.get("pruning") else ""
+    if isinstance(gap, int | float) and math.isfinite(gap):
+        if gap <= PROVEN_OPTIMAL_GAP:
+            return f"proven optimal{pruned}"
+        return f"within {gap:.2%} of optimal{pruned} (the solver's proven bound; status {solver.get('status')})"
+    if solver.get("status") == "optimal":
+        return "optimal (the solver's status; no gap recorded)"
+    if solver.get("status"):
+        return f"not proven optimal: status {solver.get('status')}, no bound on the gap"
+    return None

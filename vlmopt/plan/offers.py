@@ -14,7 +14,7 @@ from vlmopt.schemas.workload import Constraints
 
 from . import spot
 from .errors import PlanInputError
-from .optimizer import Offer
+from .milp_model import Offer
 
 
 @dataclass(frozen=True)
@@ -27,19 +27,12 @@ class OfferInfo:
     interruption_rate_per_hour: float | None = None
 
 
-def check_price_catalog(prices: PriceCatalog, gpus: GpuCatalog, where: str = "prices") -> None:
-    known = {g.id for g in gpus.gpus}
-    for i, row in enumerate(prices.prices):
-        if row.gpu not in known:
-            raise PlanInputError(f"{where}[{i}].gpu: unknown GPU {row.gpu!r}; the GPU catalog has {sorted(known)}")
-
-
 def spot_shape(constraints: Constraints, rate: float | None) -> tuple[float, float]:
     """(haircut, zone share) of a spot offer: the expected down share of its capacity, and what is left of it
     when one of the zones it is spread over loses all its spot capacity (spot.py)."""
-    p_rep = spot.replica_unavailability(constraints.spot, rate)
-    p_zone = spot.zone_unavailability(constraints.spot)
-    return 1 - (1 - p_rep) * (1 - p_zone), spot.zone_survival_share(constraints.spot.zones)
+    replica_down = spot.replica_unavailability(constraints.spot, rate)
+    zone_down = spot.zone_unavailability(constraints.spot)
+    return 1 - (1 - replica_down) * (1 - zone_down), spot.zone_survival_share(constraints.spot.zones)
 
 
 def _catalog_provenance(row: PriceEntry, path: str) -> Provenance:
@@ -55,7 +48,6 @@ def cloud_offers(
 ) -> list[OfferInfo]:
     """One offer per (GPU, market, GPUs per instance): the cheapest allowed row. Zone diversity of spot capacity is
     modelled by the spot model's zone count, not by separate rows."""
-    check_price_catalog(prices, gpus)
     best: dict[tuple[str, str, int], PriceEntry] = {}
     for row in prices.prices:
         if constraints.clouds is not None and row.cloud not in constraints.clouds:
@@ -68,12 +60,12 @@ def cloud_offers(
         if key not in best or row.usd_per_hour < best[key].usd_per_hour:
             best[key] = row
     out = []
-    for (gpu, market, gpi), row in sorted(best.items()):
+    for (gpu, market, gpus_per_instance), row in sorted(best.items()):
         haircut, share = (0.0, 1.0)
         if market == "spot":
             haircut, share = spot_shape(constraints, row.interruption_rate_per_hour)
         key = f"{row.cloud}:{row.region}:{row.instance_type}:{market}"
-        offer = Offer(key, gpu, market, row.usd_per_hour, gpi, haircut=haircut, zone_share=share)
+        offer = Offer(key, gpu, market, row.usd_per_hour, gpus_per_instance, haircut=haircut, zone_share=share)
         out.append(
             OfferInfo(
                 offer,

@@ -101,19 +101,19 @@ def availability(
     """
     if demand_rps <= 0:
         return 1.0
-    p_rep = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
-    p_zone = zone_unavailability(assumptions)
+    replica_down = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
+    zone_down = zone_unavailability(assumptions)
     zones = spread_over_zones(spot_replica_rps, assumptions.zones)
     total = 0.0
     for state in itertools.product((True, False), repeat=len(zones)):
-        p_state = math.prod((1 - p_zone) if up else p_zone for up in state)
+        p_state = math.prod((1 - zone_down) if up else zone_down for up in state)
         if p_state <= _NEGLIGIBLE:
             continue
         alive = [cap for up, zone in zip(state, zones, strict=True) for cap in zone if up]
         slack = on_demand_rps + sum(alive) - demand_rps
         if slack < -1e-9:
             continue
-        p_ok = sum(p for lost, p in _loss_distribution(alive, p_rep).items() if lost <= slack + 1e-9)
+        p_ok = sum(p for lost, p in _loss_distribution(alive, replica_down).items() if lost <= slack + 1e-9)
         total += p_state * p_ok
     return min(1.0, total)
 
@@ -198,8 +198,8 @@ def spot_cost(
     """Expected: each spot GPU is down for a fraction of time, and then runs on on-demand fallback (SkyServe's
     dynamic fallback) at `spot_fallback_usd` (the on-demand price of the same capacity) instead of the spot price.
     Worst case: every spot GPU at once replaced by on-demand (the spot market of that type dries up everywhere)."""
-    p_rep = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
-    p_down = 1 - (1 - p_rep) * (1 - zone_unavailability(assumptions))
+    replica_down = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
+    p_down = 1 - (1 - replica_down) * (1 - zone_unavailability(assumptions))
     expected = on_demand_usd + (1 - p_down) * spot_usd + p_down * spot_fallback_usd
     return SpotCost(
         usd_per_hour=on_demand_usd + spot_usd,
@@ -233,14 +233,14 @@ def choose_spot_mix(
     if replica_rps <= 0:
         raise ValueError("replica_rps must be positive")
     best: SpotMix | None = None
-    for od in range(max_replicas + 1):
-        for spot in range(max_replicas + 1 - od):
-            cost = od * on_demand_usd_per_replica + spot * spot_usd_per_replica
+    for on_demand in range(max_replicas + 1):
+        for on_spot in range(max_replicas + 1 - on_demand):
+            cost = on_demand * on_demand_usd_per_replica + on_spot * spot_usd_per_replica
             if best is not None and cost >= best.usd_per_hour - 1e-12:
                 continue
-            if (od + spot) * replica_rps < demand_rps:
+            if (on_demand + on_spot) * replica_rps < demand_rps:
                 continue
-            avail = availability(od * replica_rps, [replica_rps] * spot, demand_rps, assumptions)
+            avail = availability(on_demand * replica_rps, [replica_rps] * on_spot, demand_rps, assumptions)
             if avail >= target:
-                best = SpotMix(od, spot, avail, cost)
+                best = SpotMix(on_demand, on_spot, avail, cost)
     return best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vlmopt.plan.explain import optimality
 from vlmopt.schemas import NodeGroup, Plan
 
 from .formatting import number, percent, provenance_summary, saving_fraction, usd
@@ -38,6 +39,9 @@ def recommendation_text(plan: Plan) -> str:
         cost += (f", {percent(abs(saving or 0))} {direction} than the baseline ({plan.baseline.description}) "
                  f"at {usd(base)} per hour")
     sentences.append(cost + ".")
+    proven = optimality(plan.solver)
+    if proven is not None:
+        sentences.append(f"The optimizer's plan is {proven}.")
 
     helpful = [lv for lv in plan.levers if lv.usd_per_hour_saved > 0]
     if helpful:

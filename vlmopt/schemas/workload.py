@@ -47,6 +47,8 @@ class Service(StrictModel):
     def _mean_below_peak(self) -> Service:
         if self.mean_rps is not None and self.mean_rps > self.peak_rps:
             raise ValueError(f"mean_rps {self.mean_rps} exceeds peak_rps {self.peak_rps}")
+        if not self.slo.as_dict():
+            raise ValueError(f"slo: set at least one latency objective ({', '.join(Slo.model_fields)})")
         return self
 
 
@@ -88,3 +90,11 @@ class Workload(StrictModel):
     deploy: DeploySettings | None = Field(
         default=None, description="deploy bundle settings (docs/deploy-bundle.md#deploy-settings); None = defaults"
     )
+
+    @model_validator(mode="after")
+    def _unique_service_names(self) -> Workload:
+        names = [s.name for s in self.services]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"services: duplicate service name(s) {dupes}")
+        return self

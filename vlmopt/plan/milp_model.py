@@ -1,0 +1,205 @@
+"""The optimizer's vocabulary: offers, layouts, replica options, demands, the problem and its solution, and the
+pure rules the MILP is built from (spot groups and their unit capacity, useful layouts, replica bounds).
+docs/cost-model.md#3-the-optimizer-optimizerpy has the formulation."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from vlmopt.schemas.catalog import Market
+
+from .spot import SpotTier
+
+WHOLE = "whole"
+
+@dataclass(frozen=True)
+class Offer:
+    """A GPU you can get: one price row (cloud mode) or one pool of identical inventory GPUs (fleet mode)."""
+
+    key: str
+    gpu: str
+    market: Market
+    usd_per_instance_hour: float
+    gpus_per_instance: int = 1
+    stock_gpus: int | None = None
+    haircut: float = 0.0  # expected share of this offer's capacity down at any time (spot; spot.py)
+    zone_share: float = 1.0  # share of its capacity left when one zone's spot capacity goes at once
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.haircut < 1 or not 0 <= self.zone_share <= 1:
+            raise ValueError(f"offer {self.key}: haircut must be in [0, 1) and zone_share in [0, 1]")
+
+    @property
+    def usd_per_gpu_hour(self) -> float:
+        return self.usd_per_instance_hour / self.gpus_per_instance
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How every GPU of a column is cut: ('whole',) or MIG profile names (with their start slots)."""
+
+    gpu: str
+    slices: tuple[str, ...]
+    starts: tuple[int, ...] | None = None
+
+    @property
+    def is_mig(self) -> bool:
+        return self.slices != (WHOLE,)
+
+    def count(self, profile: str) -> int:
+        return self.slices.count(profile)
+
+    @property
+    def label(self) -> str:
+        return WHOLE if not self.is_mig else "+".join(self.slices)
+
+
+@dataclass(frozen=True)
+class ReplicaOption:
+    """One replica of (service, variant) on a (gpu, slice) that fits in memory and meets the SLO."""
+
+    service: str
+    variant: str
+    gpu: str
+    slice: str
+    capacity_rps: float
+
+
+@dataclass(frozen=True)
+class Demand:
+    service: str
+    required_rps: float  # capacity after the spot haircut must reach this: peak x (1 + headroom) (+ extra)
+    floor_rps: float = 0.0  # capacity left after one zone's spot capacity goes must reach this: the peak
+    # None: the floor assumes spot capacity evenly spread over zones (zone share). A tier: the floor holds after any
+    # k zone or instance losses, with at most n_k spot replicas, which guarantees the availability target (spot.py).
+    spot_tier: SpotTier | None = None
+
+
+@dataclass
+class Problem:
+    offers: list[Offer]
+    layouts: list[Layout]
+    options: list[ReplicaOption]
+    demands: list[Demand]
+    quotas: dict[str, int] = field(default_factory=dict)
+    single_variant: bool = True
+    time_limit_s: float = 60.0
+    mip_rel_gap: float = 1e-6  # HiGHS stops once the best plan is within this fraction of the lower bound
+    # The MIG-slice options that may also run on spot offers; None: all of them (pruning narrows it, problem.py).
+    spot_mig: frozenset[ReplicaOption] | None = None
+
+    def on_offer(self, option: ReplicaOption, offer: Offer) -> bool:
+        """Whether this option may run on this offer's GPUs."""
+        if option.gpu != offer.gpu:
+            return False
+        return (self.spot_mig is None or offer.market != "spot" or option.slice == WHOLE
+                or option in self.spot_mig)
+
+
+@dataclass
+class Solution:
+    status: str  # "optimal" | "infeasible" | "time_limit" | "error"
+    message: str
+    usd_per_hour: float = math.inf
+    gpus: dict[tuple[str, Layout], int] = field(default_factory=dict)  # (offer key, layout) -> GPU count
+    instances: dict[str, int] = field(default_factory=dict)
+    replicas: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # (offer, slice, svc, var)
+    variant_of: dict[str, str] = field(default_factory=dict)
+    objective: float = math.inf  # the MILP's objective: $/h plus the tie-breakers
+    objective_bound: float | None = None  # HiGHS's proven lower bound on it
+    stats: dict[str, float | int | str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "optimal"
+
+    @property
+    def proven_gap(self) -> float | None:
+        """How far above the optimum this plan can be, as a fraction of its cost: (objective - bound) / objective."""
+        if not self.has_plan or self.objective_bound is None or not math.isfinite(self.objective):
+            return None
+        return max(0.0, self.objective - self.objective_bound) / max(abs(self.objective), 1e-12)
+
+    @property
+    def has_plan(self) -> bool:
+        """A feasible answer exists: optimal, or the best one found when the time limit struck."""
+        return math.isfinite(self.usd_per_hour)
+
+
+def replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[ReplicaOption]) -> tuple[int, int]:
+    """Most (on-demand, spot) replicas of one service's variant a cost-minimal solution needs.
+
+    Dropping a replica never raises the cost, so in a minimal solution dropping any replica breaks some row. If one
+    drop breaks the capacity row, the rest carry less than peak x (1 + headroom): all replicas number fewer than
+    need / smallest effective capacity + 1. Otherwise dropping an on-demand replica breaks the zone row, so the
+    on-demand replicas but one carry less than the peak (a spot tier's spot groups each contribute >= 0 there);
+    spot replicas are within the tier's limit, and under the on-demand tier (spot not in the zone row) dropping a
+    spot replica breaks no row but the capacity row, so spot replicas exist only in the first case."""
+    smallest_cap = min(o.capacity_rps for o in options)
+    tier = demand.spot_tier
+    if tier is None:
+        shares = [1 - o.haircut for o in offers] + [o.zone_share for o in offers if o.zone_share > 0]
+        need = max(demand.required_rps, demand.floor_rps)
+        bound = math.floor(need / (smallest_cap * max(min(shares), 1e-9))) + 1
+        return bound, bound
+    least_left = max(min(1 - o.haircut for o in offers), 1e-9)
+    by_capacity = math.floor(demand.required_rps / (smallest_cap * least_left)) + 1
+    by_floor = math.floor(demand.floor_rps / smallest_cap) + 1
+    spot = tier.max_spot_replicas if tier.events and tier.max_spot_replicas is not None else by_capacity
+    return max(by_capacity, by_floor), spot
+
+
+SpotGroup = tuple[str, str, str, bool]  # (service, spot offer key, variant, on MIG layouts)
+
+
+def spot_group(offer: Offer, option: ReplicaOption) -> SpotGroup:
+    return (option.service, offer.key, option.variant, option.slice != WHOLE)
+
+
+def spot_unit_capacity(problem: Problem) -> dict[SpotGroup, float]:
+    """Spot group -> the most capacity of its service that one instance of the offer can hold: GPUs per instance
+    x (one whole-GPU replica, or the best MIG layout's sum of the service's slice capacities). Whatever
+    `lay_out_gpus` puts on one GPU is no more than that; the availability check counts an instance's GPUs of one
+    layout together."""
+    cap: dict[tuple[str, str, str, str], float] = {}
+    for opt in problem.options:
+        if problem.spot_mig is not None and opt.slice != WHOLE and opt not in problem.spot_mig:
+            continue  # never on a spot instance
+        key = (opt.service, opt.variant, opt.gpu, opt.slice)
+        cap[key] = max(cap.get(key, 0.0), opt.capacity_rps)
+    pairs = {(opt.service, opt.variant, opt.gpu) for opt in problem.options if opt.capacity_rps > 0}
+    out: dict[SpotGroup, float] = {}
+    for offer in problem.offers:
+        if offer.market != "spot":
+            continue
+        layouts = [lay for lay in problem.layouts if lay.gpu == offer.gpu]
+        for svc, var, gpu in pairs:
+            if gpu != offer.gpu:
+                continue
+            whole = cap.get((svc, var, gpu, WHOLE), 0.0) if any(not lay.is_mig for lay in layouts) else 0.0
+            mig = max((sum(cap.get((svc, var, gpu, p), 0.0) for p in lay.slices) for lay in layouts if lay.is_mig),
+                      default=0.0)
+            for on_mig, per_gpu in ((False, whole), (True, mig)):
+                if per_gpu > 0:
+                    out[(svc, offer.key, var, on_mig)] = per_gpu * offer.gpus_per_instance
+    return out
+
+
+def useful_layouts(layouts: Sequence[Layout], usable: set[str]) -> list[Layout]:
+    """The layouts worth a column: a layout's slices that no option can use stay idle, so what it offers is its
+    count of usable slices per profile; a layout offering no more than another one (same price: same GPU) is
+    dropped, as is one offering nothing. Exact: any plan on a dropped layout runs as well on the one dominating it."""
+    offered = [(lay, Counter(p for p in lay.slices if p in usable)) for lay in layouts]
+    offered = [(lay, counts) for lay, counts in offered if counts]
+    kept = []
+    for i, (lay, counts) in enumerate(offered):
+        dominated = any(
+            j != i and all(other[p] >= n for p, n in counts.items()) and (other != counts or j < i)
+            for j, (_, other) in enumerate(offered)
+        )
+        if not dominated:
+            kept.append(lay)
+    return kept
