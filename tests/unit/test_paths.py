@@ -82,7 +82,10 @@ def test_cli_data_dir_reaches_the_planner_and_holds_for_one_command(tmp_path: Pa
     assert result.exit_code == 0, result.output
     plan = load_model(Plan, tmp_path / "d" / "plan.json")
     assert {g.gpu for g in plan.node_groups} == {only}
-    assert any(str(user / "prices.yaml") in p.source for p in plan.inputs)
+    # plan.json names the user's catalog without the machine's absolute path (the bundle must be portable)
+    sources = [p.source for p in plan.inputs]
+    assert any(s.startswith("data/prices.yaml") for s in sources), sources
+    assert not any(str(tmp_path) in s for s in sources)
 
     result = runner.invoke(app, ["gpus", "--json"])  # the next command starts without the previous --data-dir
     assert result.exit_code == 0, result.output
