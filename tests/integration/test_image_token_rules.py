@@ -20,7 +20,7 @@ pytest.importorskip("transformers", reason="needs transformers (scripts/setup.sh
 pytest.importorskip("torchvision", reason="the fast image processors of transformers 5.x need torchvision")
 pytest.importorskip("tokenizers", reason="the stand-in tokenizer needs tokenizers")
 
-from vlmopt.hw.processor_families import families, synthetic_image, tiles_and_patches  # noqa: E402
+from vlmopt.hw.processor_families import families, synthetic_image, tiles_and_patches
 
 SIZES = [(56, 56), (640, 480), (1280, 720), (448, 1344)]
 FAMILIES = families()

@@ -161,10 +161,11 @@ def test_measured_band_is_the_per_request_spread() -> None:
 
 
 def test_estimated_band_comes_from_the_validation() -> None:
+    # The model overestimated by up to 1.25x and underestimated by up to 0.8x: the truth lies in [10/1.25, 10/0.8].
     errors = bands.ValidationErrors(figures=[bands.ErrorFigure(
-        kind="calibrated", capacity_abs_error_p90=0.2, capacity_mape=0.1, cases=8, how="test", date="2026-11-30")])
+        kind="calibrated", ratio_p10=0.8, ratio_p90=1.25, capacity_mape=0.1, cases=8, how="test", date="2026-11-30")])
     low, high, how = bands.estimated_band(10.0, "calibrated", errors)
-    assert (low, high) == pytest.approx((8.0, 12.0))
+    assert (low, high) == pytest.approx((8.0, 12.5))
     assert "8 held-out" in how
     assert bands.estimated_band(10.0, "prior", errors)[0] is None
 

@@ -6,9 +6,10 @@
   once (repeated points or profiles), the spread of the repeats, whichever is wider. Band = +-1.96 standard errors.
 - estimated: the performance model's own measured error for that kind of estimate, from the validations in
   docs/cost-model.md#validation (held-out CPU profiles for a calibrated estimate, published measurements for an
-  uncalibrated one): low = capacity x (1 - e), high = capacity x (1 + e), e the 90th percentile of the absolute
-  relative capacity error there. The figures ship in vlmopt/data/perf_validation.yaml, written by the validation
-  scripts, with their date.
+  uncalibrated one). The true capacity is the estimate / (predicted / measured), so with r10 and r90 the 10th and
+  90th percentiles of predicted / measured capacity there: low = capacity / r90, high = capacity / r10 (an 80 %
+  band, asymmetric where the model errs more one way). The figures ship in vlmopt/data/perf_validation.yaml,
+  written by the validation scripts, with their date.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ class ErrorFigure(StrictModel):
     """One kind of estimate's measured capacity error."""
 
     kind: str = Field(description="calibrated | prior")
-    capacity_abs_error_p90: float = Field(ge=0, description="90th percentile of |predicted/measured - 1|")
+    ratio_p10: float = Field(gt=0, description="10th percentile of predicted / measured capacity")
+    ratio_p90: float = Field(gt=0, description="90th percentile of predicted / measured capacity")
     capacity_mape: float = Field(ge=0)
     median_latency_mape: float | None = Field(default=None, ge=0)
     cases: int = Field(ge=1, description="how many held-out capacities the figure rests on")
@@ -64,10 +66,18 @@ def estimated_band(capacity_rps: float, kind: str, errors: ValidationErrors) -> 
     figure = errors.get(kind)
     if figure is None:
         return None, None, f"no validation measured the error of {kind} estimates"
-    e = figure.capacity_abs_error_p90
-    how = (f"+-{e:.0%}: 90th percentile capacity error of {kind} estimates over {figure.cases} held-out cases "
-           f"({figure.how}, {figure.date})")
-    return capacity_rps * max(1 - e, 0.0), capacity_rps * (1 + e), how
+    low, high = capacity_rps / figure.ratio_p90, capacity_rps / figure.ratio_p10
+    how = (f"x{1 / figure.ratio_p90:.2f} to x{1 / figure.ratio_p10:.2f}: 80 % of {kind} estimates were within it "
+           f"over {figure.cases} held-out cases ({figure.how}, {figure.date})")
+    return min(low, high), max(low, high), how
+
+
+def ratio_quantiles(predicted_over_measured: Sequence[float]) -> tuple[float, float]:
+    """(10th, 90th) percentile of predicted / measured, for an ErrorFigure."""
+    import numpy as np
+
+    values = np.array([v for v in predicted_over_measured if v > 0], dtype=float)
+    return float(np.percentile(values, 10)), float(np.percentile(values, 90))
 
 
 def _point_relative_se(point: LoadPoint) -> float | None:
@@ -114,5 +124,6 @@ __all__ = [
     "estimated_band",
     "load_validation_errors",
     "measured_band",
+    "ratio_quantiles",
     "relative_spread",
 ]

@@ -101,13 +101,45 @@ def image_seconds(measurement: HostCostMeasurement, size: tuple[int, int]) -> fl
     return _pixel_fit(points, size) if points else None
 
 
+@dataclass(frozen=True)
+class ApiServerLoad:
+    """The API server's CPU across a profile's load points: CPU seconds per second = idle + X x per_request. The
+    idle part (its event loop, vLLM's periodic stats, the benchmark's /metrics samples) is paid whatever the load,
+    so CPU per request at a light load overstates the work a request causes."""
+
+    per_request_s: float
+    idle_cores: float
+    output_tokens: int
+    images: int
+
+
+def api_server_load(profile: BenchmarkProfile) -> ApiServerLoad | None:
+    """Least squares of the API server's utilisation against request throughput over the clean points (the CPU per
+    request of the busiest point when only one has it)."""
+    points = [(p.request_throughput, p.api_server_cpu_util) for p in profile.points
+              if p.api_server_cpu_util is not None and p.request_throughput > 0 and not p.incomplete and not p.failed]
+    if not points or profile.workload.output_tokens is None:
+        return None
+    rates = np.array([r for r, _ in points])
+    utils = np.array([u for _, u in points])
+    if len(points) >= 2 and np.ptp(rates) > 0.2 * rates.max():
+        slope, intercept = np.polyfit(rates, utils, 1)
+        if slope > 0:
+            return ApiServerLoad(float(slope), max(float(intercept), 0.0), profile.workload.output_tokens,
+                                 profile.workload.images_per_request)
+    busiest = int(np.argmax(rates))
+    return ApiServerLoad(float(utils[busiest] / rates[busiest]), 0.0, profile.workload.output_tokens,
+                         profile.workload.images_per_request)
+
+
 def host_costs_from_measurement(measurement: HostCostMeasurement, image_size: tuple[int, int] | None,
                                 api_server_count: int = 1, source: str = "",
-                                point: tuple[float, int, int] | None = None) -> perf.HostCosts:
+                                load: ApiServerLoad | None = None) -> perf.HostCosts:
     """Host costs from a benchmark's measurement, best evidence first:
-    - the API server's own CPU per request (text-only and image probe requests, and `point` = (CPU seconds per
-      request, output tokens, images per request) of a load point) give the per-request, per-image and per-token
-      costs as vLLM really spends them (HTTP, chat template, hashing and streaming included);
+    - the API server's own CPU: per request across the load points (`load`), and for the probe's text-only and
+      image requests (less its idle share over their duration): per-image cost = image - text request, per-token
+      cost from the load points' longer outputs against the probe's, per-request cost = the rest. This is what vLLM
+      really spends (HTTP, chat template, hashing and streaming included);
     - else the processor and tokenizer timings alone, plus priors for HTTP and SSE framing.
     Image costs at other sizes scale with the processor timing's growth in pixels."""
     processor_image = image_seconds(measurement, image_size) if image_size else 0.0
@@ -117,31 +149,26 @@ def host_costs_from_measurement(measurement: HostCostMeasurement, image_size: tu
     request_s, image_s, token_s = HTTP_REQUEST_S + tokenize, processor_image or 0.0, detok + SSE_TOKEN_S
     probe = measurement.server
     if probe is not None and probe.text_api_server_cpu_s:
-        probe_tokens = probe.output_tokens
+        idle = load.idle_cores if load else 0.0
+        tokens = probe.output_tokens
+
+        def busy(cpu_s: float, ttft_ms: float | None, tpot_ms: float | None) -> float:
+            duration = ((ttft_ms or 0.0) + max(tokens - 1, 0) * (tpot_ms or 0.0)) / 1e3
+            return max(cpu_s - idle * duration, 0.0)
+
+        text = busy(probe.text_api_server_cpu_s, probe.text_ttft_ms, probe.text_tpot_ms)
         if probe.image_api_server_cpu_s is not None and probe.image_size and image_size:
             w, h = (int(v) for v in probe.image_size.split("x"))
-            at_probe = max(probe.image_api_server_cpu_s - probe.text_api_server_cpu_s, 0.0)
+            image = busy(probe.image_api_server_cpu_s, probe.image_ttft_ms, probe.image_tpot_ms)
             probe_processor = image_seconds(measurement, (w, h))
             scale = (processor_image or 0.0) / probe_processor if probe_processor else 1.0
-            image_s = max(at_probe * scale, processor_image or 0.0)
-        if point is not None and point[1] > probe_tokens:
-            per_request, tokens, images = point
-            token_s = max((per_request - probe.text_api_server_cpu_s - images * image_s) / (tokens - probe_tokens),
-                          detok)
-        request_s = max(probe.text_api_server_cpu_s - probe_tokens * token_s, tokenize)
+            image_s = max((image - text) * scale, processor_image or 0.0)
+        if load is not None and load.output_tokens > tokens:
+            token_s = max((load.per_request_s - text - load.images * image_s) / (load.output_tokens - tokens), detok)
+        request_s = max(text - tokens * token_s, tokenize)
     return perf.HostCosts(request_s=request_s, image_s=image_s, output_token_s=token_s,
                           api_server_count=api_server_count,
                           source=source or f"measured ({measurement.processor or 'processor'} in the serve env)")
-
-
-def _lowest_load_point(profile: BenchmarkProfile) -> tuple[float, int, int] | None:
-    """(API-server CPU seconds per request, output tokens, images) at the profile's lightest clean load point."""
-    points = [p for p in profile.points if p.api_server_cpu_s_per_request and not p.incomplete and not p.failed]
-    if not points or profile.workload.output_tokens is None:
-        return None
-    lightest = min(points, key=lambda p: p.request_throughput)
-    return (float(lightest.api_server_cpu_s_per_request or 0.0), profile.workload.output_tokens,
-            profile.workload.images_per_request)
 
 
 @dataclass(frozen=True)
@@ -206,7 +233,7 @@ def host_costs_for(family: str, image_size: tuple[int, int] | None, profiles: Se
         if m is not None and (m.images or not image_size) and m.tokenize_cpu_s is not None:
             return host_costs_from_measurement(m, image_size, api_server_count,
                                                source=f"measured in run {profile.run_id} on {profile.device.name}",
-                                               point=_lowest_load_point(profile))
+                                               load=api_server_load(profile))
     return prior_host_costs(family, image_size, api_server_count)
 
 
@@ -271,6 +298,7 @@ __all__ = [
     "CPU_PRIOR",
     "EngineBehaviour",
     "ProcessorCostTable",
+    "api_server_load",
     "engine_behaviour",
     "host_costs_for",
     "host_costs_from_measurement",

@@ -336,10 +336,9 @@ def profile_batching(profile: BenchmarkProfile, share: perf.DeviceShare, shape: 
 
 
 def observations_for(profile: BenchmarkProfile, arch: ModelArch, variant: VariantChoice, gpu: GpuSpec,
-                     host: perf.HostCosts | None = None, contention: bool = False) -> list[perf.Observation]:
+                     host: perf.HostCosts | None = None) -> list[perf.Observation]:
     """A measured profile's clean load points as observations for `perf.fit_efficiency`, with the host costs the
-    profile measured (or `host`), the server's batching limits, and the device share it ran on; with `contention`,
-    each point's measured CPU wait from other load on the machine (`perf.point_slowdowns`)."""
+    profile measured (or `host`), the server's batching limits, and the device share it ran on."""
     share, _ = share_of(gpu, profile.device.mig_profile or WHOLE)
     shape = profile_shape(arch, profile)
     size = tuple(profile.workload.image_sizes[0]) if profile.workload.image_sizes else None
@@ -347,4 +346,4 @@ def observations_for(profile: BenchmarkProfile, arch: ModelArch, variant: Varian
         host = host_model.host_costs_for(arch.family, size if shape.images_per_request else None, [profile])
     max_batch, budget = profile_batching(profile, share, shape, cpu=profile.device.kind == "cpu")
     return perf.observations_from_profile(profile, model_cost(arch, variant, gpu), shape, share, max_batch, host,
-                                          budget, contention=contention)
+                                          budget)

@@ -183,10 +183,6 @@ class HostCosts:
     # vLLM before V1 (the default from 0.8.0) ran the multimodal processor in the engine process, serially with the
     # model's steps, not in the API server (docs/cost-model.md#engine-versions).
     preprocess_in_engine: bool = False
-    # Competing load on the machine stretches CPU work: 1 / (1 - share of runnable time spent waiting for a core),
-    # measured per load point on a CPU-served benchmark; 1 on a dedicated host (what plans assume).
-    engine_slowdown: float = 1.0
-    host_slowdown: float = 1.0
 
     def seconds_per_request(self, shape: RequestShape) -> float:
         """API-server CPU seconds one request of `shape` costs, start to finish."""
@@ -278,19 +274,18 @@ class _Coefficients:
             budget = budgets[i] if budgets is not None else None
             bw = share.bandwidth_gbs * 1e9 * eff.bandwidth
             flops = share.flops_per_s(cost.compute_dtype) * eff.compute
-            e, h = host.engine_slowdown, host.host_slowdown
             rows.append((
-                e * (prefill_seconds(cost, shape, share, eff) + host.engine_preprocess_s(shape)),
-                e * (eff.step_s + cost.decode_weight_bytes / bw),
-                e * (eff.step_seq_s + shape.mean_context * cost.kv_bytes_per_token / bw),
-                e * (eff.step_seq_s + 2 * cost.lm_params / flops),
-                e * eff.step_s,
-                e * eff.step_seq_s,
+                prefill_seconds(cost, shape, share, eff) + host.engine_preprocess_s(shape),
+                eff.step_s + cost.decode_weight_bytes / bw,
+                eff.step_seq_s + shape.mean_context * cost.kv_bytes_per_token / bw,
+                eff.step_seq_s + 2 * cost.lm_params / flops,
+                eff.step_s,
+                eff.step_seq_s,
                 float(shape.output_tokens),
                 float(max_batch),
-                h * host.pre_engine_s(shape),
-                h * host.seconds_per_request(shape),
-                h * host.output_token_s,
+                host.pre_engine_s(shape),
+                host.seconds_per_request(shape),
+                host.output_token_s,
                 float(host.api_server_count),
                 float(shape.prompt_tokens),
                 float(budget) if budget else math.inf,
@@ -641,22 +636,12 @@ class Observation:
     label: str = ""
 
 
-def point_slowdowns(point: LoadPoint) -> tuple[float, float]:
-    """(engine, API server) slowdown from competing load during a point: 1 / (1 - run-queue wait share)."""
-    def one(share: float | None) -> float:
-        return 1.0 / (1.0 - min(max(share or 0.0, 0.0), 0.95))
-
-    return one(point.engine_cpu_wait_share), one(point.api_server_cpu_wait_share)
-
-
 def observations_from_profile(
     profile: BenchmarkProfile, cost: ModelCost, shape: RequestShape, share: DeviceShare, max_batch: float,
-    host: HostCosts | None = None, max_num_batched_tokens: int | None = None, contention: bool = False,
+    host: HostCosts | None = None, max_num_batched_tokens: int | None = None,
 ) -> list[Observation]:
     """Clean load points of a profile as observations. Closed-loop points (max_concurrency, unlimited rate) are
-    modelled closed loop; rate points as Poisson at their measured throughput. With `contention`, each point's
-    measured CPU wait (other load on a shared machine) stretches its CPU work, so the calibration fitted to them
-    describes a dedicated host."""
+    modelled closed loop; rate points as Poisson at their measured throughput."""
     host = host if host is not None else NO_HOST
     out = []
     for point in profile.points:
@@ -666,11 +651,7 @@ def observations_from_profile(
         if ttft is None and tpot is None:
             continue
         closed = point.max_concurrency if point.request_rate in (None, "inf", float("inf")) else None
-        point_host = host
-        if contention:
-            engine, api = point_slowdowns(point)
-            point_host = replace(host, engine_slowdown=engine, host_slowdown=api)
-        out.append(Observation(cost, shape, share, max_batch, point.request_throughput, ttft, tpot, closed, point_host,
+        out.append(Observation(cost, shape, share, max_batch, point.request_throughput, ttft, tpot, closed, host,
                                max_num_batched_tokens, load_point_value(point, "p95_ttft_ms"),
                                load_point_value(point, "p95_tpot_ms"), point.label))
     return out
