@@ -99,10 +99,14 @@ def test_a_profiles_host_costs_reach_the_model(setup) -> None:
         server=ServerProbe(requests_each=3, output_tokens=16))
     other_shape = _profile("bf16", [], host_costs=slow_host).model_copy(
         update={"workload": WorkloadSpec(input_tokens=4000, output_tokens=10, image_sizes=[(448, 448)])})
-    [fast, slow] = options.evaluate_options([
+    [fast, slow, four] = options.evaluate_options([
         options.OptionRequest(service, arch, variants["bf16"], gpu, options.WHOLE),
+        options.OptionRequest(service, arch, variants["bf16"], gpu, options.WHOLE, [("p", other_shape)],
+                              api_server_count=1),
         options.OptionRequest(service, arch, variants["bf16"], gpu, options.WHOLE, [("p", other_shape)]),
     ], perf.Efficiency(), ERRORS)
     assert slow.capacity.provenance.kind == "estimated"  # the profile's shape differs: it only lends host costs
     assert slow.capacity.capacity_rps < 2.0 < fast.capacity.capacity_rps
     assert slow.capacity.binding_key == "host"
+    # The planned PLANNED_API_SERVERS servers lift the cap about that many times.
+    assert 3 * slow.capacity.capacity_rps < four.capacity.capacity_rps < 4 / 0.5

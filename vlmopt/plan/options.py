@@ -23,6 +23,10 @@ from .optimizer import WHOLE
 from .variants import VariantChoice
 
 GPU_MEMORY_UTILIZATION = 0.9
+# Estimates assume a replica may run this many API servers (`vllm serve --api-server-count`, one core each) in
+# front of its engine: image preprocessing caps each at 1 / (its CPU seconds per request), and the deploy bundle
+# sizes the real count at the planned rate (`host.host_sizing`). A CPU-served replica (the demo) passes 1.
+PLANNED_API_SERVERS = 4
 MAX_NUM_SEQS_CAP = memory.MAX_NUM_SEQS_CAP
 DEFAULT_PORT = 8000
 # Shape tolerance for reusing a measured profile: beyond it the profile only calibrates the roofline.
@@ -173,6 +177,7 @@ class OptionRequest:
     slice: str
     measured: Sequence[tuple[str, BenchmarkProfile]] = ()
     host: perf.HostCosts | None = None
+    api_server_count: int = 0  # 0: PLANNED_API_SERVERS; the count the estimate may assume (with host=None)
 
 
 def unservable_reason(measured: Sequence[tuple[str, BenchmarkProfile]]) -> str | None:
@@ -273,7 +278,8 @@ def evaluate_options(requests: Sequence[OptionRequest], efficiency: perf.Efficie
         cost_key = (r.arch.name, r.variant.scheme, r.variant.bytes_on_disk, r.gpu.id)
         if cost_key not in costs:
             costs[cost_key] = model_cost(r.arch, r.variant, r.gpu)
-        host_key = (r.arch.family, id(r.service), tuple(id(p) for _, p in r.measured))
+        servers = r.api_server_count or PLANNED_API_SERVERS
+        host_key = (r.arch.family, id(r.service), tuple(id(p) for _, p in r.measured), servers)
         if r.host is not None:
             host_costs = r.host
         elif host_key in hosts:
@@ -281,7 +287,7 @@ def evaluate_options(requests: Sequence[OptionRequest], efficiency: perf.Efficie
         else:
             size = tuple(r.service.image_size) if r.service.images_per_request else None
             host_costs = hosts[host_key] = host_model.host_costs_for(r.arch.family, size,
-                                                                     [p for _, p in r.measured])
+                                                                     [p for _, p in r.measured], servers)
         prepared.append((r, fit, len(queries), max_batch, batched, None))
         queries.append(perf.CapacityQuery(costs[cost_key], shape, share, slo, min(max_batch, kv_seqs), prov,
                                           host_costs, batched))
