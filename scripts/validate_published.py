@@ -1,6 +1,6 @@
 """Predict every published measurement in vlmopt/data/published_measurements.yaml and print the error of each.
 
-Two passes (docs/cost-model.md#published-measurements):
+Two passes (docs/cost-model.md#validation):
 - prior: the model as `vlmopt plan` runs it with no measured profile (priors for the engine, the bundled processor
   timings for the host, the row's engine version deciding where preprocessing runs);
 - calibrated, held out by model: the engine calibration fitted to the rows of the other models (same engine

@@ -173,7 +173,7 @@ def host_costs_from_measurement(measurement: HostCostMeasurement, image_size: tu
 
 @dataclass(frozen=True)
 class EngineBehaviour:
-    """What an engine version changes in the host model (docs/cost-model.md#engine-versions)."""
+    """What an engine version changes in the host model (docs/cost-model.md#host-costs)."""
 
     preprocess_in_engine: bool  # vLLM V0: the multimodal processor ran in the engine process, serially
     processor_backend: str  # which transformers image processors it ran: 'pil' (slow) or 'torchvision' (fast)

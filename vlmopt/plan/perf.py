@@ -181,7 +181,7 @@ class HostCosts:
     api_server_count: int = 1
     source: str = "prior"
     # vLLM before V1 (the default from 0.8.0) ran the multimodal processor in the engine process, serially with the
-    # model's steps, not in the API server (docs/cost-model.md#engine-versions).
+    # model's steps, not in the API server (docs/cost-model.md#host-costs).
     preprocess_in_engine: bool = False
 
     def seconds_per_request(self, shape: RequestShape) -> float:

@@ -5,7 +5,7 @@ GPU, precision, engine and version, request shape, load, metric). `predict_row` 
 the performance model: the bundled architecture, the GPU catalog, the engine version's behaviour
 (`host.engine_behaviour`: where preprocessing ran, which processors), the bundled processor timings, and the given
 calibration (priors unless told otherwise). scripts/validate_published.py prints every row's error;
-docs/cost-model.md#published-measurements discusses them.
+docs/cost-model.md#validation discusses them.
 """
 
 from __future__ import annotations
