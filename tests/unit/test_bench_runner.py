@@ -14,6 +14,7 @@ from aiohttp import web
 from typer.testing import CliRunner
 
 from vlmopt.bench.arrivals import LoadSpec
+from vlmopt.bench.host_costs import SERVER_PROBE_REQUESTS
 from vlmopt.bench.loadgen import PointInterrupted
 from vlmopt.bench.profile_writer import ProfileWriter, csv_path_for
 from vlmopt.bench.runner import BenchmarkFailed, BenchOptions, Endpoint, UserCancelled, _run_and_finish, new_profile
@@ -116,7 +117,8 @@ def test_endpoint_benchmark_writes_profile_jsonl_and_csv(fake: FakeVllm, tmp_pat
     records = (path.parent / profile.requests_file).read_text().splitlines()
     assert len(records) == 12 and json.loads(records[0])["point"] == "c1"
     assert csv_path_for(path).read_text().startswith("variant,device,label")
-    assert fake.served == 12 + 1 + 2  # measured + warm-up + image-token probe (text alone, text + image)
+    # measured + warm-up + image-token probe (text alone, text + image) + host-cost probe (text and image requests)
+    assert fake.served == 12 + 1 + 2 + 2 * SERVER_PROBE_REQUESTS
     assert profile.client is not None and profile.client.metrics_interval_s == 1.0
     assert profile.client.event_loop in ("uvloop", "asyncio")
 
@@ -127,7 +129,7 @@ def test_resume_keeps_finished_points(fake: FakeVllm, tmp_path: Path) -> None:
     result = _cli("--endpoint", fake.url, *COMMON, "--concurrency", "1,2", "--out", str(tmp_path), "--resume")
     assert result.exit_code == 0, result.output
     assert "kept from the saved profile" in result.output
-    assert fake.served - served == 6 + 3  # only c2 measured again (plus warm-up and probe)
+    assert fake.served - served == 6 + 3 + 2 * SERVER_PROBE_REQUESTS  # only c2 measured again (+ warm-up, probes)
     (path,) = tmp_path.rglob("*.json")
     assert [p.label for p in load_model(BenchmarkProfile, path).points] == ["c1", "c2"]
     other = _cli("--endpoint", fake.url, *COMMON, "--input-tokens", "9", "--out", str(tmp_path), "--resume")

@@ -42,10 +42,10 @@ def test_qwen2_5_vl_7b_language_parameters_by_hand():
     [
         ("llava-1.5-7b", (336, 336), 576),  # (336 / 14)^2
         ("llava-1.5-7b", (1920, 1080), 576),  # resized to 336x336 whatever the input
-        ("qwen2.5-vl-7b", (448, 448), 256),  # 448 / 28 = 16 -> 16 x 16
-        ("qwen2.5-vl-7b", (1280, 720), 1196),  # round(1280/28)=46, round(720/28)=26 -> 46 x 26
-        ("qwen2.5-vl-7b", (28, 28), 4),  # below min_pixels 3136 = 4 x 28 x 28 -> scaled up to 56 x 56
-        ("gemma-3-4b", (1280, 720), 256),
+        ("qwen2.5-vl-7b", (448, 448), 256 + 2),  # 448 / 28 = 16 -> 16 x 16, + <|vision_start|>, <|vision_end|>
+        ("qwen2.5-vl-7b", (1280, 720), 1196 + 2),  # round(1280/28)=46, round(720/28)=26 -> 46 x 26
+        ("qwen2.5-vl-7b", (28, 28), 4 + 2),  # below min_pixels 3136 = 4 x 28 x 28 -> scaled up to 56 x 56
+        ("gemma-3-4b", (1280, 720), 256 + 4),  # soft tokens + <start_of_image> "\n\n" <end_of_image> "\n\n"
         ("pixtral-12b", (1024, 1024), 4160),  # 64 rows x (64 patches + 1 break)
         ("pixtral-12b", (512, 256), 528),  # 16 rows x (32 + 1)
         ("pixtral-12b", (2048, 1024), 2080),  # scaled to 1024 x 512: 32 rows x (64 + 1)
@@ -60,13 +60,62 @@ def test_image_tokens(model, size, tokens):
 
 def test_qwen_max_pixels_caps_huge_images():
     arch = load_model_arch("qwen2.5-vl-7b")
-    assert arch.image_tokens(8000, 8000) <= 12845056 // (28 * 28)  # max_pixels / 784 = 16384 tokens
+    assert arch.image_tokens(8000, 8000) <= 12845056 // (28 * 28) + 2  # max_pixels / 784 = 16384 tokens
 
 
 def test_gemma_pan_and_scan_adds_256_tokens_per_crop():
     rule = ImageTokenRule(kind="pan_and_scan", tokens_per_image=256)
     assert rule.count(896, 896) == 256  # square: ratio 1 < 1.2, no crops
     assert rule.count(1792, 896) == 256 * 3  # ratio 2 -> 2 crops + the whole image
+
+
+def test_encoder_patches_are_not_the_decoder_tokens():
+    # Gemma 3: the SigLIP encoder runs on (896/14)^2 = 4096 patches, average-pooled to 256 soft tokens.
+    gemma = load_model_arch("gemma-3-4b").image_encoding(1280, 720)
+    assert (gemma.tokens, gemma.encoder_patches, gemma.tiles) == (260, 4096, 1)
+    # Qwen2.5-VL: 2 x 2 patches merge into one token: 46 x 26 tokens <- 92 x 52 patches.
+    qwen = load_model_arch("qwen2.5-vl-7b").image_encoding(1280, 720)
+    assert (qwen.tokens, qwen.encoder_patches) == (46 * 26 + 2, 92 * 52)
+    # Pixtral: one patch per token, breaks are not patches.
+    pixtral = load_model_arch("pixtral-12b").image_encoding(512, 256)
+    assert (pixtral.tokens, pixtral.encoder_patches) == (16 * 33, 16 * 32)
+
+
+def test_anyres_by_hand():
+    # LLaVA-NeXT (336 crops, 24 x 24 features each): a 640x480 image fits best in 672x672 (scale 1.05, keeps all
+    # 307200 pixels, wastes less than 1008x336 would lose); 2 x 2 crops + base = 5 tiles. Feature grid 48 x 48,
+    # unpadded to the 4:3 image: new height round(480 x 48/640) = 36 -> 48 x 36 = 1728 features + 36 newlines,
+    # + 576 for the base crop = 2340 tokens.
+    rule = ImageTokenRule(kind="anyres", tile_size=336, patch_size=14, tokens_per_tile=576,
+                          grid_pinpoints=[(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)])
+    enc = rule.encode(640, 480)
+    assert (enc.tokens, enc.tiles, enc.encoder_patches) == (48 * 36 + 36 + 576, 5, 5 * 576)
+
+
+def test_idefics3_tiles_by_hand():
+    # 640x480 -> longest edge 1456, height int(1456 / (4/3)) = 1092; tiles of 364: 4 cols x 3 rows + 1 global.
+    # tokens: global 169 + 3, each tile 169 + 2 (<fake><row_i_col_j>), one "\n" per row.
+    rule = ImageTokenRule(kind="idefics3", tile_size=364, patch_size=14, tokens_per_tile=169, longest_edge=1456)
+    enc = rule.encode(640, 480)
+    assert (enc.tokens, enc.tiles, enc.encoder_patches) == (172 + 3 * (171 * 4 + 1), 13, 13 * 26 * 26)
+
+
+def test_internvl_tiles_by_hand():
+    # 1280x720 (aspect 1.78), at most 12 tiles: the closest grid ratio is 2.0 (diff 0.22; 5 x 3 = 1.67 would need 15
+    # tiles); 2 x 1 and 4 x 2 tie, and the larger wins while the image covers more than half of it
+    # (921600 px > 0.5 x 8 x 448^2 = 802816) -> 8 tiles + a thumbnail; 256 tokens each + <img></img>.
+    rule = ImageTokenRule(kind="internvl", tile_size=448, patch_size=14, tokens_per_tile=256, max_tiles=12)
+    enc = rule.encode(1280, 720)
+    assert (enc.tokens, enc.tiles, enc.encoder_patches) == (2 + 9 * 256, 9, 9 * 32 * 32)
+    assert rule.encode(448, 448).tiles == 1  # a 1 x 1 grid gets no thumbnail
+
+
+def test_mllama_canvas_by_hand():
+    # 560 tiles, at most 4. 1000x500: every canvas at least 1 tile high and 2 wide upscales by 1.12 (1120/1000);
+    # the tie goes to the smallest area, 1 x 2 tiles. 1000x600 needs 2 tiles of height too: 2 x 2.
+    arch = load_model_arch("llama-3.2-11b-vision")
+    assert (arch.image_encoding(1000, 500).tiles, arch.image_tokens(1000, 500)) == (2, 2 * 1601)
+    assert arch.image_encoding(1000, 600).tiles == 4
 
 
 def test_llama_vision_tokens_do_not_enter_the_decoder_sequence():

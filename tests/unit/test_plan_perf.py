@@ -42,11 +42,12 @@ def test_latency_grows_with_load_and_saturates(h100) -> None:
     assert perf.predict(COST, SHAPE, share, eff, 1e6, 256) is None
 
 
-def test_decode_step_at_batch_one_is_weights_over_bandwidth(h100) -> None:
+def test_decode_step_at_batch_one_is_overhead_plus_weights_over_bandwidth(h100) -> None:
     share = perf.device_share(h100)
-    eff = perf.Efficiency(bandwidth=0.5, compute=0.5)
+    eff = perf.Efficiency(bandwidth=0.5, compute=0.5, step_s=1e-3, step_seq_s=20e-6)
     step = perf.decode_step_seconds(COST, SHAPE, share, eff, 1.0)
-    expected = (COST.decode_weight_bytes + SHAPE.mean_context * COST.kv_bytes_per_token) / (3350e9 * 0.5)
+    # 1 ms step + 20 us for the one sequence + (15.2 GB + 704 tokens x 56 KiB) / (3350 GB/s x 0.5)
+    expected = 1e-3 + 20e-6 + (COST.decode_weight_bytes + SHAPE.mean_context * COST.kv_bytes_per_token) / (3350e9 * 0.5)
     assert step == pytest.approx(expected)
 
 

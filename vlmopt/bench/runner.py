@@ -31,13 +31,14 @@ from vlmopt.schemas.profile import (
     WorkloadSpec,
 )
 
-from . import event_loop
+from . import event_loop, host_costs, process_cpu
 from .arrivals import LoadSpec
 from .client import ChatClient, RequestResult
 from .gpu_sampler import GpuSampler, GpuStats, energy_per_output_token
 from .images import ImagePlanner, warmup_planner
 from .loadgen import PointAborted, PointInterrupted, PointRun, run_point
 from .metrics import compute_point_metrics
+from .process_cpu import ServerCpu
 from .profile_writer import ProfileWriter
 from .scrape import MetricsScraper, summarize
 from .sweep import Observation, capacity_summary, next_concurrency
@@ -100,6 +101,9 @@ class BenchOptions:
     # "Sampling /metrics"). 1 s keeps the cost near 1% and still gives gauges a few samples per point.
     metrics_interval_s: float = 1.0
     device_name: str | None = None  # override (e.g. for an --endpoint on another machine)
+    # Host-side costs for the performance model (bench/host_costs.py): the processor timed in the serve env while the
+    # server starts, and text-only vs image requests one at a time. A few seconds; --no-host-costs skips them.
+    host_costs: bool = True
 
 
 class Progress(Protocol):
@@ -136,6 +140,7 @@ class Endpoint:
     engine: EngineInfo
     liveness: Callable[[], None] | None = None
     server_log: str | None = None
+    server_pid: int | None = None  # the server's process group leader: its processes' CPU time is sampled per point
 
 
 def _point_seed(seed: int, label: str) -> int:
@@ -276,6 +281,8 @@ async def measure_point(
     stop = asyncio.Event()
     sampler = asyncio.ensure_future(scraper.sample_during(session, stop))
     gpu = GpuSampler().start()
+    cpu = ServerCpu(endpoint.server_pid) if endpoint.server_pid else None
+    cpu_before = cpu.sample() if cpu else None
     started_iso = utc_now_iso()
     progress.point_started(load.label, opts.num_prompts)
     failure: BaseException | None = None
@@ -286,12 +293,15 @@ async def measure_point(
         )
     except (PointAborted, PointInterrupted) as exc:
         run, failure = exc.run, exc
+    cpu_after = cpu.sample() if cpu else None
     stop.set()
     await asyncio.gather(sampler, return_exceptions=True)
     gpu_stats = gpu.stop()
     after = await scraper.scrape(session) if failure is None else None
     server_fields = summarize(before, after, scraper.samples).as_fields()
     server_fields.pop("metrics_samples", None)
+    completed = sum(1 for r in run.results if r.success)
+    server_fields.update(process_cpu.point_fields(cpu_before, cpu_after, completed, run.duration))
     point = build_point(run, opts, tokens_per_image, server_fields, gpu_stats, started_iso)
     writer.add_point(point, [r.to_record(run.started) for r in run.results])
     progress.point_done(point)
@@ -301,7 +311,8 @@ async def measure_point(
 
 
 async def run_loads(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWriter, progress: Progress,
-                    count_tokens: Callable[[str], int] | None) -> None:
+                    count_tokens: Callable[[str], int] | None,
+                    processor_probe: host_costs.ProcessorProbe | None = None) -> None:
     factory = RequestFactory(opts, writer.profile.run_id, count_tokens)
     async with ChatClient(
         endpoint.base_url, endpoint.model_name, timeout_s=opts.request_timeout_s,
@@ -311,6 +322,16 @@ async def run_loads(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWrite
         tokens = await warm_up(client, opts, count_tokens, factory.probe_sizes())
         writer.profile.workload.image_tokens_per_image = tokens
         writer.save()
+        server_probe, probe_s = None, 0.0
+        if opts.host_costs:
+            progress.message("host costs: text-only vs image requests, one at a time")
+            started = time.perf_counter()
+            sizes = factory.probe_sizes()
+            server_probe = await host_costs.probe_server(
+                client, sizes[0] if sizes else None, opts.input_tokens, min(opts.output_tokens, 16),
+                opts.image_style, count_tokens, opts.seed,
+                cpu=ServerCpu(endpoint.server_pid) if endpoint.server_pid else None)
+            probe_s = time.perf_counter() - started
 
         async def point_for(load: LoadSpec) -> LoadPoint:
             done = writer.point(load.label)
@@ -327,6 +348,10 @@ async def run_loads(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWrite
         else:
             for load in opts.loads:
                 await point_for(load)
+        if opts.host_costs:
+            writer.profile.host_costs = await asyncio.to_thread(
+                host_costs.collect, processor_probe, server_probe, probe_s, writer.profile.run_id)
+            writer.save()
     method = (
         "sweep: concurrency doubling to saturation, then bisection on the SLO" if opts.sweep
         else "highest measured point meeting the SLO; saturation from the concurrency points"
@@ -392,7 +417,7 @@ def benchmark_target(target: BenchTarget, opts: BenchOptions, progress: Progress
         engine = EngineInfo(name="openai-compatible", version="unknown", endpoint=target.endpoint)
         writer = ProfileWriter.open(path, new_profile(target, device, engine, opts, path), opts.resume)
         endpoint = Endpoint(target.endpoint, target.served_name or target.variant, engine, _liveness(None, cancel))
-        _run_and_finish(endpoint, opts, writer, progress, count_tokens)
+        _run_and_finish(endpoint, opts, writer, progress, count_tokens, _start_processor_probe(target, opts))
         return path
 
     from .server import ServerError, VllmServer
@@ -400,11 +425,13 @@ def benchmark_target(target: BenchTarget, opts: BenchOptions, progress: Progress
 
     reason = unservable_reason(target.scheme)
     if reason:
-        raise BenchmarkFailed(f"not benchmarked on this machine: {reason}")
+        skip = record_unservable(target, opts, device, reason, path)
+        raise BenchmarkFailed(f"not benchmarked on this machine: {reason} (recorded in {skip})")
     args = server_args_for(target, opts)
     env = {"CUDA_VISIBLE_DEVICES": visible_devices} if visible_devices else {}
     log_dir = opts.out_dir / target.model / "logs"
     progress.message(f"starting vLLM for {target.variant} (logs in {log_dir})")
+    probe = _start_processor_probe(target, opts)  # runs while the server starts
     try:
         with VllmServer(args, log_dir=log_dir, startup_timeout_s=opts.startup_timeout_s, env=env) as server:
             engine = EngineInfo(name="vllm", version=server.version, server_args=server.args)
@@ -412,11 +439,57 @@ def benchmark_target(target: BenchTarget, opts: BenchOptions, progress: Progress
             writer.profile.engine = engine  # resume: the args of this run are the ones that matter now
             writer.profile.server_log = str(server.log_path)
             endpoint = Endpoint(server.base_url, server.model_name, engine, _liveness(server.check_alive, cancel),
-                                str(server.log_path))
+                                str(server.log_path), server.pgid)
             progress.message(f"vLLM up at {server.base_url} after {server.startup_s or 0:.0f} s")
-            _run_and_finish(endpoint, opts, writer, progress, count_tokens)
+            _run_and_finish(endpoint, opts, writer, progress, count_tokens, probe)
     except ServerError as exc:
         raise BenchmarkFailed(str(exc)) from None
+    finally:
+        if probe is not None and probe.process is not None and probe.process.poll() is None:
+            probe.process.kill()
+            probe.result(5.0)
+    return path
+
+
+def _start_processor_probe(target: BenchTarget, opts: BenchOptions) -> host_costs.ProcessorProbe | None:
+    if not opts.host_costs or target.model_path is None or opts.dataset is not None:
+        return None
+    from .server import ServeEnvMissing, resolve_serve_python
+
+    try:
+        python = resolve_serve_python()
+    except ServeEnvMissing:
+        return None
+    return host_costs.start_processor_probe(python, Path(target.model_path), list(opts.image_sizes),
+                                            opts.output_tokens, opts.image_style, opts.seed)
+
+
+def record_unservable(target: BenchTarget, opts: BenchOptions, device: DeviceInfo, reason: str,
+                      path: Path | None = None) -> Path:
+    """Write the profile of a variant this device cannot serve: no points, `unservable` = why, so the planner
+    treats the (variant, device) option as infeasible with that reason. A measured profile already at the path
+    (measured where the variant could be served) is kept as it is."""
+    from vlmopt.schemas.common import load_model
+
+    path = path or profile_path_for(opts, target, device)
+    if path.exists():
+        try:
+            existing = load_model(BenchmarkProfile, path)
+            if existing.points and not existing.unservable:
+                return path
+        except Exception:
+            pass
+    engine = EngineInfo(name="vllm", version="not started")
+    profile = new_profile(target, device, engine, opts, path)
+    profile.unservable = reason
+    profile.complete = True
+    profile.finished = profile.started
+    profile.provenance = Provenance(kind="measured", source=f"vlmopt benchmark run {profile.run_id}: not served",
+                                    date=profile.started[:10], detail=reason)
+    writer = ProfileWriter(path, profile)
+    profile.requests_file = None  # nothing was sent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer.save()
     return path
 
 
@@ -435,9 +508,10 @@ def server_args_for(target: BenchTarget, opts: BenchOptions) -> ServerArgs:
 
 
 def _run_and_finish(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWriter, progress: Progress,
-                    count_tokens: Callable[[str], int] | None) -> None:
+                    count_tokens: Callable[[str], int] | None,
+                    processor_probe: host_costs.ProcessorProbe | None = None) -> None:
     try:
-        event_loop.run(run_loads(endpoint, opts, writer, progress, count_tokens))
+        event_loop.run(run_loads(endpoint, opts, writer, progress, count_tokens, processor_probe))
     except PointAborted as exc:
         if isinstance(exc.cause, UserCancelled):
             writer.set_capacity(capacity_summary(writer.profile.points, opts.slo, "partial: interrupted"))

@@ -140,6 +140,9 @@ def register(app: typer.Typer) -> None:
             None, help="run variants side by side, one per device: CUDA_VISIBLE_DEVICES values (GPU index or "
             "GPU/MIG UUID), comma-separated"),
         device_name: str | None = typer.Option(None, help="record this device name (e.g. for --endpoint)"),
+        no_host_costs: bool = typer.Option(
+            False, "--no-host-costs", help="skip timing the processor and tokenizer in the serve env and the "
+            "text-only vs image probe (host costs for the performance model, docs/cost-model.md)"),
         metrics_interval: float = typer.Option(
             1.0, min=0.0, help="seconds between /metrics samples during a point (0: only before/after; each "
             "scrape costs the server some CPU, docs/benchmark.md)"),
@@ -206,7 +209,7 @@ def register(app: typer.Typer) -> None:
             seed=seed, out_dir=out, resume=resume, request_timeout_s=request_timeout,
             stall_timeout_s=stall_timeout, ignore_eos=not no_ignore_eos, max_model_len=max_model_len,
             max_num_seqs=max_num_seqs, extra_server_args=list(server_arg or []), metrics_interval_s=metrics_interval,
-            startup_timeout_s=startup_timeout, device_name=device_name,
+            startup_timeout_s=startup_timeout, device_name=device_name, host_costs=not no_host_costs,
         )
 
         # -- run ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ Runtime reserve (an estimate; every figure from it is labelled estimated; overri
             + S x vocab x 4 B                            fp32 logits of S sequences sampled in one step
             + T x vision_hidden x merge^2 x 6 x 2 B      vision encoder activations on T tokens' worth of patches
 
-with T = max_num_batched_tokens (vLLM's default: 8192 on GPUs with >= 70 GiB, else 2048, research/planning.md
-§5.1) and S = min(max_num_seqs, 256). Weights: bytes on disk when known, else parameters x bits per scheme
+with T = max_num_batched_tokens (vLLM's default: 8192 on GPUs with >= 70 GiB, else 2048; vllm PRs #12369, #17073,
+#17885) and S = min(max_num_seqs, 256). Weights: bytes on disk when known, else parameters x bits per scheme
 (`weight_bytes`). KV cache per token: 2 (K and V) x layers x kv_heads x head_dim x dtype bytes.
 """
 
@@ -97,7 +97,7 @@ def weight_bytes(arch: ModelArch, scheme: str, bytes_on_disk: int | None = None)
 
     With `bytes_on_disk` (the variant manifest's measured size) that is the answer: safetensors load 1:1.
     Otherwise: decoder Linear weights at the scheme's bits (scales and zero points included); embeddings, lm_head,
-    norms, the vision tower and the projector stay bf16, as vlmopt's recipes keep them (research/quantization.md).
+    norms, the vision tower and the projector stay bf16, as vlmopt's recipes keep them (docs/quantize.md).
     """
     _check_scheme(scheme)
     if bytes_on_disk is not None:
@@ -114,8 +114,22 @@ def weight_bytes(arch: ModelArch, scheme: str, bytes_on_disk: int | None = None)
 
 
 def default_max_num_batched_tokens(memory_gib: float) -> int:
-    """vLLM's default chunked-prefill budget: 8192 tokens on >= 70 GiB GPUs, 2048 otherwise (planning.md §5.1)."""
+    """vLLM's default chunked-prefill budget: 8192 tokens on >= 70 GiB GPUs, 2048 otherwise (vllm PR #17885)."""
     return 8192 if memory_gib >= LARGE_GPU_GIB else 2048
+
+
+def vllm_default_batching(memory_gib: float, device_name: str = "", cpu: bool = False) -> tuple[int, int]:
+    """(max_num_seqs, max_num_batched_tokens) vLLM 0.32's API server picks when neither is given
+    (vllm/engine/arg_utils.py `get_batch_defaults`): >= 160 GiB GPUs 1024 / 16384; >= 70 GiB GPUs other than A100
+    1024 / 8192 (a larger budget lowered A100 throughput, vllm PR #17885); other GPUs 256 / 2048; CPU 128 / 2048.
+    Older vLLM versions used 256 sequences everywhere."""
+    if cpu:
+        return 128, 2048
+    if memory_gib >= 160:
+        return 1024, 16384
+    if memory_gib >= LARGE_GPU_GIB and "a100" not in device_name.lower():
+        return 1024, 8192
+    return 256, 2048
 
 
 def runtime_reserve_bytes(arch: ModelArch, max_num_batched_tokens: int, max_num_seqs: int = MAX_NUM_SEQS_CAP) -> int:
@@ -212,5 +226,6 @@ __all__ = [
     "fit_memory",
     "kv_bytes_per_token",
     "runtime_reserve_bytes",
+    "vllm_default_batching",
     "weight_bytes",
 ]

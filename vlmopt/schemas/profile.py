@@ -163,6 +163,15 @@ class LoadPoint(StrictModel):
     gpu_power_w_mean: float | None = None
     gpu_energy_j: float | None = None
     started: str | None = None
+    api_server_cpu_s_per_request: float | None = Field(
+        default=None, description="CPU seconds of vLLM's API server process per completed request (host cost)")
+    engine_cpu_s_per_request: float | None = Field(default=None, description="the engine core and its workers")
+    api_server_cpu_util: float | None = Field(default=None, description="API server cores busy during the point")
+    engine_cpu_util: float | None = None
+    api_server_cpu_wait_share: float | None = Field(
+        default=None, description="share of the API server's runnable time spent waiting for a CPU (other load)")
+    engine_cpu_wait_share: float | None = Field(
+        default=None, description="share of the engine's runnable time spent waiting for a CPU (other load)")
 
 
 class CapacitySummary(StrictModel):
@@ -173,6 +182,58 @@ class CapacitySummary(StrictModel):
     saturation_concurrency: int | None = None
     saturation_reached: bool = False
     method: str = ""
+
+
+class ImageHostCost(StrictModel):
+    """One image size through the model's own processor, timed in the serve env (CPU seconds, one thread)."""
+
+    width: int
+    height: int
+    bytes: int | None = Field(default=None, description="size of the data URL sent")
+    decode_cpu_s: float = Field(ge=0, description="data URL -> decoded RGB image")
+    preprocess_cpu_s: float = Field(ge=0, description="the model's processor on the prompt with this one image")
+    decode_wall_s: float | None = None
+    preprocess_wall_s: float | None = None
+    tokens: int | None = Field(default=None, description="prompt tokens the image added through the processor")
+
+    @property
+    def cpu_s(self) -> float:
+        return self.decode_cpu_s + self.preprocess_cpu_s
+
+
+class ServerProbe(StrictModel):
+    """Text-only vs image requests, one at a time, against the running server (medians)."""
+
+    requests_each: int
+    output_tokens: int
+    image_size: str | None = None
+    text_ttft_ms: float | None = None
+    image_ttft_ms: float | None = None
+    text_tpot_ms: float | None = None
+    image_tpot_ms: float | None = None
+    text_api_server_cpu_s: float | None = Field(default=None, description="API server CPU per text-only request")
+    image_api_server_cpu_s: float | None = Field(default=None, description="API server CPU per image request")
+
+
+class HostCostMeasurement(StrictModel):
+    """Host-side costs of serving, measured where the benchmark ran (docs/cost-model.md#host-costs)."""
+
+    processor: str | None = Field(default=None, description="processor class timed, e.g. 'LlavaProcessor'")
+    how: str = Field(description="what ran, in which environment")
+    transformers_version: str | None = None
+    images: list[ImageHostCost] = Field(default_factory=list)
+    tokenize_cpu_s: float | None = Field(default=None, ge=0, description="chat template + tokenising one prompt")
+    prompt_tokens: int | None = None
+    detokenize_cpu_s_per_token: float | None = Field(default=None, ge=0)
+    server: ServerProbe | None = None
+    matmul_gflops_bfloat16: float | None = Field(default=None, description="one thread, GFLOP per CPU second")
+    matmul_gflops_float32: float | None = None
+    memory_copy_gbs: float | None = Field(default=None, description="one thread, GB read + written per CPU second")
+    cpu_count: int | None = None
+    load_average: list[float] = Field(default_factory=list, description="1, 5 and 15 min when measured")
+    extra_seconds: float | None = Field(default=None, description="wall time the measurement added to the run")
+    error: str | None = Field(default=None, description="why a part could not be measured")
+    provenance: Provenance | None = None
 
 
 class BenchmarkProfile(StrictModel):
@@ -196,3 +257,7 @@ class BenchmarkProfile(StrictModel):
     requests_file: str | None = Field(default=None, description="per-request JSONL beside the profile")
     provenance: Provenance | None = Field(default=None, description="measured: which run, where, when")
     server_log: str | None = None
+    host_costs: HostCostMeasurement | None = Field(
+        default=None, description="host-side costs measured beside the load points; absent in older profiles")
+    unservable: str | None = Field(
+        default=None, description="set (with no points) when the variant cannot be served on this device: why")
