@@ -196,3 +196,8 @@ class BenchmarkProfile(StrictModel):
     requests_file: str | None = Field(default=None, description="per-request JSONL beside the profile")
     provenance: Provenance | None = Field(default=None, description="measured: which run, where, when")
     server_log: str | None = None
+    campaign_job: str | None = Field(
+        default=None,
+        description="'<campaign>/<job>' when a benchmark campaign's Kubernetes or SkyPilot job measured it "
+        "(from $VLMOPT_CAMPAIGN_JOB; docs/benchmark.md#campaigns)",
+    )
