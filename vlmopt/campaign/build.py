@@ -167,7 +167,8 @@ def plan_campaign(req: CampaignRequest) -> Campaign:
     job_manifest = manifest.model_dump(mode="json")
     job_manifest["base_model"] = _portable_base_model(manifest.base_model)
     manifest_text = manifest_for_jobs(job_manifest, models)
-    files: dict[str, str] = {f"{INPUTS_DIR}/{cmd.MANIFEST_FILE}": manifest_text}
+    files: dict[str, str] = {f"{INPUTS_DIR}/{cmd.MANIFEST_FILE}": manifest_text,
+                             f"{INPUTS_DIR}/{cmd.WRAPPER_FILE}": cmd.wrapper_script()}
     if req.engine == "kubernetes":
         emitted, where = emit_campaign_kubernetes(req.name, jobs, manifest_text, req.gpu_catalog, req.settings,
                                                   results, req.install, req.serve_python)

@@ -32,6 +32,7 @@ ENV_SERVE_PYTHON = "VLMOPT_SERVE_PYTHON"  # vlmopt starts vLLM with it (vlmopt.p
 ENV_VENV = "VLMOPT_VENV"
 
 MANIFEST_FILE = "manifest.json"
+WRAPPER_FILE = "vlmopt-job.sh"  # the job's entry step, shipped with the manifest (ConfigMap / file mount)
 PROFILES_DIR = "profiles"
 LOG_FILE = "job.log"
 STATUS_FILE = "status.json"
@@ -151,7 +152,15 @@ WRAPPER_LINES = [
 
 
 def wrapper_script() -> str:
-    return "\n".join(WRAPPER_LINES) + "\n"
+    header = ["#!/bin/sh",
+              "# vlmopt campaign job: install vlmopt if the image lacks it, run the benchmark command given as",
+              "# arguments, keep job.log and status.json beside the profile (docs/benchmark.md#campaigns)."]
+    return "\n".join([*header, *WRAPPER_LINES]) + "\n"
+
+
+def entry_command() -> list[str]:
+    """How a job starts: the shipped wrapper with the benchmark argv as its arguments."""
+    return ["/bin/sh", f"{INPUTS_MOUNT}/{WRAPPER_FILE}"]
 
 
 def job_env(job: str, campaign: str, job_dir: str, install: str, serve_python: str) -> dict[str, str]:

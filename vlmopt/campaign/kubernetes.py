@@ -197,12 +197,13 @@ def inputs_configmap_name(campaign: str) -> str:
 
 
 def inputs_configmap(campaign: str, manifest_text: str, settings: DeploySettings) -> dict[str, Any]:
+    """The campaign's variant manifest (paths pointing under /models) and the job's entry script."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": inputs_configmap_name(campaign), "namespace": settings.namespace,
                      "labels": {PART_OF: "vlmopt", CAMPAIGN_LABEL: label_value(campaign)}},
-        "data": {cmd.MANIFEST_FILE: manifest_text},
+        "data": {cmd.MANIFEST_FILE: manifest_text, cmd.WRAPPER_FILE: cmd.wrapper_script()},
     }
 
 
@@ -303,7 +304,8 @@ def job_object(
         "name": BENCHMARK_CONTAINER,
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", k8s_escape(cmd.wrapper_script()), "vlmopt-job"],
+        "command": cmd.entry_command(),
+        # `$(VAR)` in args is the kubelet's expansion of the container's env (the job's paths)
         "args": job.argv,
         "env": env,
         "resources": engine_resources(group.engine, group.size),

@@ -66,8 +66,8 @@ def task_yaml(
     file_mounts[cmd.RESULTS_MOUNT] = {"source": results.root_uri(), "mode": "MOUNT_CACHED"}
     env = cmd.job_env(job.name, campaign, f"{cmd.RESULTS_MOUNT}/{job.name}", install, serve_python)
     env.update({"HF_HUB_OFFLINE": "1", "HF_HOME": "/tmp/hf-home"})
-    argv = ["sh", "-c", cmd.wrapper_script(), "vlmopt-job"]
-    steps.append(" ".join([*(shlex.quote(a) for a in argv), cmd.shell_command(job.argv)]))
+    # the last command: its exit code is the job's (SkyPilot then waits for the MOUNT_CACHED uploads)
+    steps.append(" ".join([*(shlex.quote(a) for a in cmd.entry_command()), cmd.shell_command(job.argv)]))
     return {
         "name": job.name,
         "resources": resources,
