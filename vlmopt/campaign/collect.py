@@ -23,6 +23,7 @@ from .cost import hours_between, parse_time
 from .engine import EngineError
 from .kube import gpu_seconds
 from .kubernetes import BENCHMARK_CONTAINER
+from .sky import SkyJob
 from .submit import Engines
 
 LOG_TAIL_LINES = 15
@@ -142,7 +143,7 @@ def _startup_s(status: dict | None, profile: BenchmarkProfile | None) -> float |
 
 
 def _engine_state(job: CampaignJob, run: JobRun, engines: Engines, record: CampaignManifest,
-                  notes: list[str]) -> list[str]:
+                  notes: list[str], sky_jobs: dict[int, SkyJob]) -> list[str]:
     """Refresh `run` from the engine; returns the engine's log tail (empty when unavailable)."""
     share = job.estimate.gpu_share
     try:
@@ -164,7 +165,7 @@ def _engine_state(job: CampaignJob, run: JobRun, engines: Engines, record: Campa
                                    LOG_TAIL_LINES) if last else []
         if engines.sky is None or run.engine_id is None:
             return []
-        sky_job = engines.sky.jobs([int(run.engine_id)]).get(int(run.engine_id))
+        sky_job = sky_jobs.get(int(run.engine_id))
         if sky_job is None:
             run.state, run.message = "unknown", "SkyPilot no longer lists this job"
             return []
@@ -180,14 +181,14 @@ def _engine_state(job: CampaignJob, run: JobRun, engines: Engines, record: Campa
 
 
 def collect_job(job: CampaignJob, results: Path, folder: Path, record: CampaignManifest, engines: Engines | None,
-                notes: list[str]) -> JobReport:
+                notes: list[str], sky_jobs: dict[int, SkyJob] | None = None) -> JobReport:
     job_dir = results / job.name
     status = _read_status(job_dir)
     profile, path, problems = _profiles(job, job_dir)
     engine_tail: list[str] = []
     run = job.runs[-1] if job.runs else None
     if run is not None and engines is not None:
-        engine_tail = _engine_state(job, run, engines, record, notes)
+        engine_tail = _engine_state(job, run, engines, record, notes, sky_jobs or {})
     if run is not None and run.gpu_hours is None and status and status.get("finished"):
         run.gpu_hours = hours_between(status.get("started"), status.get("finished"), job.estimate.gpu_share)
         run.gpu_hours_source = "the job's own start/end (status.json; last attempt, without image pull/download)"
@@ -226,7 +227,14 @@ def collect_job(job: CampaignJob, results: Path, folder: Path, record: CampaignM
 def collect(folder: Path, record: CampaignManifest, results: Path, engines: Engines | None) -> CollectReport:
     """Fill outcomes, profiles, runs and GPU-hours into `record` and save it (campaign.json, atomically)."""
     notes: list[str] = []
-    reports = [collect_job(job, results, folder, record, engines, notes) for job in record.jobs]
+    sky_jobs: dict[int, SkyJob] = {}
+    if engines is not None and engines.sky is not None:
+        ids = [int(j.runs[-1].engine_id) for j in record.jobs if j.runs and j.runs[-1].engine_id]
+        try:
+            sky_jobs = engines.sky.jobs(ids)  # one call for every job: each call starts SkyPilot's client
+        except EngineError as exc:
+            notes.append(str(exc))
+    reports = [collect_job(job, results, folder, record, engines, notes, sky_jobs) for job in record.jobs]
     hours = [r.gpu_hours for j in record.jobs for r in j.runs if r.gpu_hours is not None]
     record.actual_gpu_hours = round(sum(hours), 4) if hours else None
     record.collected = utc_now_iso()
