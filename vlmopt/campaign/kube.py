@@ -190,6 +190,8 @@ def _age(since: str | None) -> str:
     except ValueError:
         return ""
     minutes = int((datetime.now(timezone.utc) - start).total_seconds() // 60)
+    if minutes >= 120:
+        return f" for {minutes // 60} h"
     return f" for {minutes} min" if minutes >= 1 else ""
 
 
