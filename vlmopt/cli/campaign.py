@@ -117,20 +117,20 @@ def print_cost(record) -> None:
 def _render_collect(report) -> None:
     record = report.record
     table = Table(title=f"Campaign {record.name}: results", title_justify="left")
-    for col in ("job", "target", "outcome", "runs", "GPU-hours", "profile / why not"):
+    for col in ("variant @ target", "outcome", "runs", "GPU-h", "profile, or why none"):
         table.add_column(col, overflow="fold")
     colour = {"complete": "green", "running": "cyan", "pending": "cyan", "incomplete": "yellow"}
     for r in report.jobs:
         job = r.job
         hours = [run.gpu_hours for run in job.runs if run.gpu_hours is not None]
-        table.add_row(job.name, f"{job.variant} @ {job.target.label}",
-                      f"[{colour.get(job.outcome, 'red')}]{job.outcome}[/]", str(len(job.runs)),
-                      f"{sum(hours):.3f}" if hours else "-",
-                      (job.profile or "") + ("" if job.outcome == "complete" else f" {job.message or ''}"))
+        why = job.profile if job.outcome == "complete" else job.message or ""
+        table.add_row(f"{job.variant} @ {job.target.label}", f"[{colour.get(job.outcome, 'red')}]{job.outcome}[/]",
+                      str(len(job.runs)), f"{sum(hours):.3f}" if hours else "-", why)
     console.print(table)
     for r in report.jobs:
         if r.lines:
-            console.print(f"[bold]{r.job.name}[/] ({r.job.outcome}): last {len(r.lines)} log lines", highlight=False)
+            console.print(f"[bold]{r.job.name}[/] ({r.job.outcome}): {r.job.message}; last {len(r.lines)} log lines",
+                          highlight=False, soft_wrap=True)
             for line in r.lines:
                 console.print(f"  | {line}", highlight=False, markup=False, soft_wrap=True)
     actual = "-" if record.actual_gpu_hours is None else f"{record.actual_gpu_hours:.3f}"
