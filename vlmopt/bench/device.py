@@ -36,14 +36,15 @@ def split_mig_name(name: str) -> tuple[str, str | None]:
 
 
 def with_catalog_id(device: DeviceInfo) -> DeviceInfo:
-    """Match a GPU to its GPU catalog entry (vlmopt/data/gpus.yaml), so the planner can use this profile for it.
+    """Match a device to its GPU catalog entry (vlmopt/data/gpus.yaml, or the user's), so the planner can use this
+    profile for it. A CPU matches only an entry that names it (a user catalog, as `vlmopt demo` builds one).
 
     A MIG device name as NVML reports it ("NVIDIA H100 80GB HBM3 MIG 3g.40gb") also fills `mig_profile` when it is
     missing, so such a profile counts for the slice, never for the whole GPU."""
-    if device.kind != "gpu":
+    if device.kind not in ("gpu", "cpu"):
         return device
     update: dict[str, object] = {}
-    if device.mig_profile is None:
+    if device.kind == "gpu" and device.mig_profile is None:
         _, profile = split_mig_name(device.name)
         if profile:
             update["mig_profile"] = profile

@@ -88,12 +88,12 @@ def parse_results(text: str, name: str, engine: str) -> ResultsLocation:
 
 
 def model_ref(path: Path, base: Path) -> str:
-    """A checkpoint folder as a plan names it: relative to the folder vlmopt runs in when inside it."""
-    try:
-        return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix() if path.resolve().is_relative_to(
-            base.resolve()) else str(path.resolve())
-    except ValueError:
-        return str(path.resolve())
+    """A checkpoint folder as a plan names it: relative to the folder vlmopt runs in when inside it (symbolic links
+    kept as the user laid them out), else absolute."""
+    absolute, here = Path(os.path.abspath(path)), Path(os.path.abspath(base))
+    if absolute.is_relative_to(here):
+        return absolute.relative_to(here).as_posix()
+    return str(absolute)
 
 
 def _portable_base_model(base_model: str) -> str:
@@ -138,7 +138,7 @@ def plan_campaign(req: CampaignRequest) -> Campaign:
         raise ContractError("give --target GPU[:SLICE] (repeatable) or --from-plan plan.json")
 
     cwd = Path.cwd()
-    models = {v.name: model_ref(manifest.variant_dir(v.name, req.manifest_path), cwd) for v in manifest.variants}
+    models = {v.name: model_ref(req.manifest_path.parent / v.path, cwd) for v in manifest.variants}
     startup_s, startup_prov = startup(req.startup_minutes)
     jobs: list[JobSpec] = []
     entries: list[CampaignJob] = []

@@ -8,6 +8,7 @@ every job runs the command line a user would run locally.
 from __future__ import annotations
 
 import datetime
+import os
 from pathlib import Path
 
 import typer
@@ -323,11 +324,14 @@ def register(app: typer.Typer) -> None:
         kube_context: list[str] | None = typer.Option(None, "--kube-context"),
         kubeconfig: str | None = typer.Option(None, "--kubeconfig"),
         sky_python: str | None = typer.Option(None, "--sky-python"),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP + "; profiles are matched to "
+                                             "the GPU catalog there"),
     ) -> None:
         from vlmopt.campaign import build
         from vlmopt.campaign.collect import collect
         from vlmopt.schemas.common import ContractError
 
+        use_data_dir(data_dir)
         try:
             record = build.load_campaign(folder)
         except ContractError as exc:
@@ -380,7 +384,8 @@ def _request(manifest, target, from_plan, within, variant, engine, results, name
         name = k8s_name(Path(base).name, stamp, max_len=40)
     specs = [s.strip() for t in (target or []) for s in t.split(",") if s.strip()]
     return CampaignRequest(
-        name=name, manifest_path=manifest.resolve(), out_dir=out or Path("campaigns") / name, engine=engine,
+        name=name, manifest_path=Path(os.path.abspath(manifest)), out_dir=out or Path("campaigns") / name,
+        engine=engine,
         results=results, bench=bench, gpu_catalog=catalog, prices=price_catalog, prices_label=data_label(prices_path),
         targets=specs, from_plan=from_plan, within_percent=within, variants=list(variant or []) or None,
         market=market, cloud=cloud, region=region, settings=settings, install=vlmopt_install or default_install(),
