@@ -30,6 +30,8 @@ import inspect, json, shlex, sys
 from sky import dag as dag_lib
 from sky.client.cli import command
 from sky.utils import common_utils, dag_utils
+from sky.utils.registry import JOBS_RECOVERY_STRATEGY_REGISTRY
+import sky.jobs.recovery_strategy  # registers the strategies
 
 # What `sky jobs launch` does before it contacts a SkyPilot API server (sky/client/cli/command.py jobs_launch).
 accepted = set(inspect.signature(command._make_task_or_dag_from_entrypoint_with_overrides).parameters)
@@ -50,6 +52,8 @@ for path, line in json.load(open(sys.argv[1])).items():
     dag_utils.fill_default_config_in_dag_for_job_launch(dag)
     common_utils.check_cluster_name_is_valid(params["name"])
     resources = list(task.resources)
+    for r in resources:  # the strategy must be one the jobs controller knows (it resolves it at recovery time)
+        JOBS_RECOVERY_STRATEGY_REGISTRY.from_str(r.job_recovery["strategy"])
     out[path] = {
         "name": params["name"],
         "secrets": sorted(task.secrets),
