@@ -139,8 +139,11 @@ def _render_collect(report) -> None:
                   "(from the engines' start/end times, each run's source in campaign.json)", highlight=False)
     startups = [j.measured_startup_s for j in record.jobs if j.measured_startup_s is not None]
     if startups:
-        console.print(f"measured startup (container start to first point): {min(startups) / 60:.1f}-"
-                      f"{max(startups) / 60:.1f} min; use it as --startup-minutes next time", highlight=False)
+        low, high = min(startups) / 60, max(startups) / 60
+        span = f"{low:.1f}" if round(low, 1) == round(high, 1) else f"{low:.1f}-{high:.1f}"
+        console.print(f"measured startup (container start to first point, {len(startups)} job(s)): {span} min, plus "
+                      "the image pull and weight download before it; use it for --startup-minutes next time",
+                      highlight=False)
     for note in report.notes:
         err_console.print(f"note: {note}", highlight=False, soft_wrap=True)
 
