@@ -207,3 +207,12 @@ def test_from_plan_cli_refuses_a_plan_without_candidates(workdir: Path) -> None:
     (workdir / "plan.json").write_text(plan.model_dump_json())
     _refused(workdir, _campaign("--from-plan", "plan.json", "--results", "s3://b/r", *BENCH),
              "--from-plan plan.json: no candidate to benchmark")
+
+
+def test_collect_without_the_cloud_cli_says_how_to_get_the_results(workdir: Path) -> None:
+    assert runner.invoke(app, _campaign("--target", "l4-24gb", "--cloud", "aws", "--results", "s3://b/r",
+                                        *BENCH)).exit_code == 0
+    result = runner.invoke(app, ["benchmark", "collect", "campaigns/c1"], env={"PATH": str(workdir / "no-bin")})
+    assert result.exit_code == 2, result.output
+    assert "aws not found: install the cloud CLI, or copy s3://b/r/c1 yourself and pass --from DIR" in " ".join(
+        result.output.split())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vlmopt.emit._common import GENERATED_BY, dump_yaml_documents, k8s_name, label_value
-from vlmopt.emit.clusters import FLEET, Cluster, DeployGroup, NodePool
+from vlmopt.emit.clusters import Cluster, DeployGroup, NodePool
 from vlmopt.emit.groups import EngineConfig, ReplicaGroup, container_model_path, engine_env
 from vlmopt.emit.kubernetes import (
     PART_OF,
@@ -64,6 +64,7 @@ PENDING_ALLOWANCE_S = 1800
 # vlmopt stops vLLM and saves within seconds of SIGTERM; the results sidecar then uploads the last files.
 JOB_GRACE_S = 60
 RESULTS_SYNC_INTERVAL_S = 60
+READER_IMAGE = "busybox:1.37"
 # The benchmark client's own process next to vLLM: image generation and the HTTP client (docs/benchmark.md).
 CLIENT_CPU = 1.0
 CLIENT_MEMORY_GIB = 2.0
@@ -381,7 +382,8 @@ def results_reader_pod(campaign: str, results: ResultsLocation, settings: Deploy
             "securityContext": dict(POD_SECURITY),
             "containers": [{
                 "name": "reader",
-                "image": settings.image,
+                # small, with the `tar` that `kubectl cp` needs; runs on any node (no GPU, no vLLM image pull)
+                "image": READER_IMAGE,
                 "command": ["sleep", "3600"],
                 "volumeMounts": [{"name": "results", "mountPath": cmd.RESULTS_MOUNT, "readOnly": True}],
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
@@ -391,10 +393,6 @@ def results_reader_pod(campaign: str, results: ResultsLocation, settings: Deploy
                                                                       "readOnly": True}}],
         },
     }
-
-
-def cluster_key(cluster: Cluster) -> str:
-    return cluster.key if cluster.cloud else FLEET
 
 
 def emit_campaign_kubernetes(
@@ -437,7 +435,7 @@ def emit_campaign_kubernetes(
             files[path] = dump_yaml_documents(
                 [job_object(campaign, job, cluster, group, settings, catalog, results, install, serve_python)],
                 [*header, f"{job.variant} on {job.target.label} ({job.target.market}): kubectl apply -f <this file>"])
-            where[job.name] = (cluster_key(cluster), path)
+            where[job.name] = (cluster.key, path)
     return files, where
 
 

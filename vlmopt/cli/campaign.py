@@ -256,9 +256,10 @@ def register(app: typer.Typer) -> None:
                               "(add --submit)", highlight=False)
                 return
             engines = _engines(record, kube_context, kubeconfig, sky_python)
-            from vlmopt.campaign.collect import collect
+            if any(job.runs for job in record.jobs):  # what ran before decides what runs again
+                from vlmopt.campaign.collect import collect
 
-            collect(resume, record, _results_folder(resume, record, None, True), engines)
+                collect(resume, record, _results_folder(resume, record, None, True), engines)
             chosen, notes = resubmittable(record)
             for note in notes:
                 console.print(note, highlight=False)
