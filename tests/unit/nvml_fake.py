@@ -48,6 +48,7 @@ class FakeInstance:
     gi_id: int
     start: int
     memory_mb: int
+    reachable: bool = True  # False: another container's slice (NVML in a pod opens only the pod's own)
 
 
 @dataclass
@@ -211,7 +212,23 @@ def make_fake_pynvml(fleet: list[FakeGpu] | None = None, fail: dict[str, int] | 
     def nvmlDeviceGetMigDeviceHandleByIndex(handle, index):
         if index >= len(gpu_of(handle).instances):
             raise NVMLError(NVML_ERROR_NOT_FOUND)
+        if not gpu_of(handle).instances[index].reachable:
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
         return ("mig", handle[1], index)
+
+    @nvml
+    def nvmlDeviceGetHandleByUUID(uuid):
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        if uuid.startswith("GPU-"):
+            return ("gpu", int(uuid[4:]))
+        if uuid.startswith("MIG-"):
+            gpu, index = (int(x) for x in uuid[4:].split("-"))
+            return ("mig", gpu, index)
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+    @nvml
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig_handle):
+        return ("gpu", mig_handle[1])
 
     @nvml
     def nvmlDeviceGetGpuInstanceId(mig_handle):

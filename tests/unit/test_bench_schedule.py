@@ -167,3 +167,16 @@ def test_ctrl_c_in_a_sequential_run_keeps_what_was_written() -> None:
     with pytest.raises(BenchmarkInterrupted) as stopped:
         run_targets(targets("a", "b", "c"), OPTIONS, benchmark=fake)
     assert stopped.value.results.written == [Path("/p/a.json")]
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_the_handler_is_restored() -> None:
+    """A container runtime stops a benchmark with SIGTERM (pod deletion, drain, spot notice): the queues stop after
+    saving, as on Ctrl-C, instead of the process dying with its server still running."""
+    saved: list[str] = []
+    before = signal.getsignal(signal.SIGTERM)
+    main = threading.main_thread().ident
+    threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGTERM)).start()
+    with pytest.raises(BenchmarkInterrupted) as stopped:
+        run_targets(targets("slow-a", "slow-b"), OPTIONS, devices=["0", "1"], benchmark=_cancellable(saved))
+    assert sorted(saved) == ["slow-a", "slow-b"] and stopped.value.results.interrupted
+    assert signal.getsignal(signal.SIGTERM) is before

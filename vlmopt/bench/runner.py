@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
 import time
 import uuid
@@ -46,6 +47,9 @@ from .targets import BenchTarget
 from .workload import RequestSpec, load_dataset, load_token_counter, synthetic_requests
 
 PROBE_MAX_SIZES = 8
+
+# Set by a campaign job (vlmopt/campaign/command.py) to '<campaign>/<job>'; recorded in the profile.
+CAMPAIGN_JOB_ENV = "VLMOPT_CAMPAIGN_JOB"
 
 
 class BenchmarkFailed(RuntimeError):
@@ -363,13 +367,16 @@ def new_profile(target: BenchTarget, device: DeviceInfo, engine: EngineInfo, opt
                 path: Path) -> BenchmarkProfile:
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     started = utc_now_iso()
+    # A campaign job names itself (vlmopt/campaign): the profile then says which job measured it.
+    job = os.environ.get(CAMPAIGN_JOB_ENV) or None
+    source = f"vlmopt benchmark run {run_id} ({path.name})" + (f" in job {job}" if job else "")
     return BenchmarkProfile(
         model=target.model, variant=target.variant, variant_method=target.method, variant_scheme=target.scheme,
         manifest=target.manifest, device=device, engine=engine, workload=workload_spec(opts), run_id=run_id,
         started=started,
         client=ClientInfo(event_loop=event_loop.loop_choice(), metrics_interval_s=opts.metrics_interval_s),
-        provenance=Provenance(kind="measured", source=f"vlmopt benchmark run {run_id} ({path.name})",
-                              date=started[:10]),
+        provenance=Provenance(kind="measured", source=source, date=started[:10]),
+        campaign_job=job,
     )
 
 

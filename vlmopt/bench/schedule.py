@@ -1,5 +1,6 @@
 """`run_targets`: benchmark a list of targets, one after another or side by side (one queue per device), collecting
-the profiles written and the failures; Ctrl-C stops every queue after each has saved its measured points.
+the profiles written and the failures; Ctrl-C (or SIGTERM: `docker stop`, a pod's deletion, a spot notice) stops
+every queue after each has saved its measured points.
 
 The `vlmopt benchmark` command and `vlmopt demo` both run their targets through here; they only parse options and
 render. A failure of one target (its server died, it cannot be served here) is recorded and the queue goes on to
@@ -9,10 +10,11 @@ stops that queue: the next targets would read the same input.
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +71,21 @@ def _silent(target: BenchTarget) -> AbstractContextManager[Progress]:
     return nullcontext(SilentProgress())
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While benchmarking, SIGTERM is handled like Ctrl-C: a container runtime stopping the process (pod deletion,
+    node drain, spot notice, `docker stop`) sends SIGTERM, and the measured points must still be saved and the
+    server stopped. Only the main thread may set signal handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_targets(
     targets: Sequence[BenchTarget],
     options: BenchOptions,
@@ -112,22 +129,8 @@ def run_targets(
 
     queues = device_queues(targets, devices)
     try:
-        if len(queues) == 1:
-            run_queue(*queues[0])
-        else:
-            with ThreadPoolExecutor(max_workers=len(queues)) as pool:
-                futures = [pool.submit(run_queue, queue, device) for queue, device in queues]
-                try:
-                    for future in futures:
-                        future.result()
-                except (KeyboardInterrupt, PointInterrupted):
-                    cancel.set()  # each runner saves its point and stops its server
-                    for future in futures:
-                        try:
-                            future.result()
-                        except PointInterrupted:
-                            pass
-                    raise
+        with sigterm_as_interrupt():
+            _run_queues(queues, run_queue, cancel)
     except (KeyboardInterrupt, PointInterrupted):
         cancel.set()
         results.interrupted = True
@@ -135,4 +138,24 @@ def run_targets(
     return results
 
 
-__all__ = ["BenchmarkInterrupted", "RunResults", "TargetFailure", "device_queues", "run_targets"]
+def _run_queues(queues, run_queue, cancel: threading.Event) -> None:
+    if len(queues) == 1:
+        run_queue(*queues[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(queues)) as pool:
+        futures = [pool.submit(run_queue, queue, device) for queue, device in queues]
+        try:
+            for future in futures:
+                future.result()
+        except (KeyboardInterrupt, PointInterrupted):
+            cancel.set()  # each runner saves its point and stops its server
+            for future in futures:
+                try:
+                    future.result()
+                except PointInterrupted:
+                    pass
+            raise
+
+
+__all__ = ["BenchmarkInterrupted", "RunResults", "TargetFailure", "device_queues", "run_targets",
+           "sigterm_as_interrupt"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import benchmark, compare, demo, dev, gpus, plan, quantize, report
+from . import campaign, compare, demo, dev, gpus, plan, quantize, report
 
 app = typer.Typer(
     name="vlmopt",
@@ -16,15 +16,26 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        import vlmopt
+
+        typer.echo(f"vlmopt {vlmopt.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _each_run() -> None:
+def _each_run(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version"),
+) -> None:
     # --data-dir holds for one command; a process that runs several (tests) starts each from the environment.
     from vlmopt.paths import set_data_dir
 
     set_data_dir(None)
 
 
-for stage in (quantize, benchmark, plan, gpus, report, compare, demo, dev):
+# `campaign` registers the `benchmark` group: the plain benchmark command plus `campaign` and `collect`.
+for stage in (quantize, campaign, plan, gpus, report, compare, demo, dev):
     stage.register(app)
 
 

@@ -18,9 +18,10 @@ from vlmopt.schemas.deploy import DeploySettings
 
 from ._common import GENERATED_BY, MODELS_MOUNT, EmitError, dump_yaml, dump_yaml_documents, k8s_name, label_value
 from .clusters import Cluster, DeployGroup
-from .groups import container_model_path, mig_resource_name
+from .groups import EngineConfig, container_model_path, mig_resource_name
 from .mig_parted import node_group_mig_config
 from .platform import GPU_PRODUCT, GPU_TAINT, MIG_CONFIG, SPOT_TAINT, ZONE, capacity_terms, gpu_products
+from .sizing import PodSize
 from .weights import WeightSource, fetch_step, wait_step
 
 PART_OF = "app.kubernetes.io/part-of"
@@ -68,27 +69,44 @@ def pod_labels(plan: Plan, group: DeployGroup) -> dict[str, str]:
     }
 
 
-def _affinity(cluster: Cluster, group: DeployGroup, catalog: GpuCatalog) -> dict[str, Any]:
-    products: set[str] = set()
-    for ng in group.node_groups:
-        products.update(gpu_products(catalog.get(ng.gpu)))
+def gpu_node_affinity(
+    cloud: str | None, market: str, products: set[str], mig_configs: list[str] | None = None
+) -> dict[str, Any]:
+    """Required node affinity on platform labels only: the GPU product (GFD), the market's capacity label and,
+    when given, the mig-parted config the node pool sets (`mig_configs`)."""
     common = [{"key": GPU_PRODUCT, "operator": "In", "values": sorted(products)}]
-    if group.engine.is_mig:
-        configs = sorted({node_group_mig_config(ng) for ng in group.node_groups})
-        common.append({"key": MIG_CONFIG, "operator": "In", "values": configs})
-    terms = [{"matchExpressions": common + extra} for extra in capacity_terms(cluster.cloud, group.market)]
+    if mig_configs:
+        common.append({"key": MIG_CONFIG, "operator": "In", "values": sorted(mig_configs)})
+    terms = [{"matchExpressions": common + extra} for extra in capacity_terms(cloud, market)]
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
-def _tolerations(cluster: Cluster, group: DeployGroup) -> list[dict[str, str]]:
+def group_gpu_products(group: DeployGroup, catalog: GpuCatalog) -> set[str]:
+    products: set[str] = set()
+    for ng in group.node_groups:
+        products.update(gpu_products(catalog.get(ng.gpu)))
+    return products
+
+
+def _affinity(cluster: Cluster, group: DeployGroup, catalog: GpuCatalog) -> dict[str, Any]:
+    configs = sorted({node_group_mig_config(ng) for ng in group.node_groups}) if group.engine.is_mig else None
+    return gpu_node_affinity(cluster.cloud, group.market, group_gpu_products(group, catalog), configs)
+
+
+def gpu_tolerations(cloud: str | None, market: str) -> list[dict[str, str]]:
+    """The GPU taint always; the spot taint the bundle's spot pools carry on this cloud."""
     tolerations = [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}]
-    if group.market == "spot" and cluster.cloud in SPOT_TAINT:
-        taint = SPOT_TAINT[cluster.cloud]
+    if market == "spot" and cloud in SPOT_TAINT:
+        taint = SPOT_TAINT[cloud]
         tolerations.append({"key": taint["key"], "operator": "Equal", "value": taint["value"], "effect": "NoSchedule"})
     return tolerations
 
 
-def _secret_env(name: str, secret: str, key: str, optional: bool) -> dict[str, Any]:
+def _tolerations(cluster: Cluster, group: DeployGroup) -> list[dict[str, str]]:
+    return gpu_tolerations(cluster.cloud, group.market)
+
+
+def secret_env(name: str, secret: str, key: str, optional: bool) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}}}
 
 
@@ -187,13 +205,13 @@ def model_volume_claim(cluster: Cluster, settings: DeploySettings) -> dict[str, 
     }
 
 
-_RESTRICTED = {
+RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
 }
-_POD_SECURITY = {
+POD_SECURITY = {
     "runAsNonRoot": True,
     "runAsUser": 1000,
     "runAsGroup": 1000,
@@ -202,16 +220,17 @@ _POD_SECURITY = {
 }
 
 
-def _download_env(settings: DeploySettings) -> list[dict[str, Any]]:
+def download_env(settings: DeploySettings) -> list[dict[str, Any]]:
     hf = settings.secrets.hf_token
     return [
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": f"{MODELS_MOUNT}/.hf-home"},
-        _secret_env("HF_TOKEN", hf.name, hf.key, optional=True),
+        secret_env("HF_TOKEN", hf.name, hf.key, optional=True),
     ]
 
 
-def _init_container(source: WeightSource, settings: DeploySettings) -> dict[str, Any]:
+def weights_init_container(source: WeightSource, settings: DeploySettings) -> dict[str, Any]:
+    """The init step that puts the checkpoint under /models (per-pod download, or a wait for the shared one)."""
     if settings.storage.mode == "shared":
         image, command = settings.image, wait_step(source)
     else:
@@ -220,10 +239,10 @@ def _init_container(source: WeightSource, settings: DeploySettings) -> dict[str,
         "name": "weights",
         "image": image,
         "command": command,
-        "env": _download_env(settings),
+        "env": download_env(settings),
         "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": dict(_RESTRICTED),
+        "securityContext": dict(RESTRICTED_CONTAINER),
     }
 
 
@@ -232,12 +251,10 @@ def vllm_args(group: DeployGroup) -> list[str]:
     return [*args.to_cli(), *group.frontend]
 
 
-def _container(group: DeployGroup, settings: DeploySettings) -> dict[str, Any]:
-    engine = group.engine
-    gpu_resource = mig_resource_name(engine.slice) if engine.is_mig else "nvidia.com/gpu"
-    size = group.size
-    env = [{"name": k, "value": v} for k, v in sorted(engine.env.items())]
-    env += [
+def engine_container_env(engine_env: dict[str, str]) -> list[dict[str, Any]]:
+    """The engine's own variables, then where caches go and the hub switched off."""
+    return [
+        *({"name": k, "value": v} for k, v in sorted(engine_env.items())),
         # readOnlyRootFilesystem: caches go to the writable volumes.
         {"name": "HOME", "value": "/tmp"},
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
@@ -245,9 +262,28 @@ def _container(group: DeployGroup, settings: DeploySettings) -> dict[str, Any]:
         # Weights are on the volume before the server starts: never reach the hub from a serving pod.
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
+
+
+def gpu_resource(engine: EngineConfig) -> str:
+    """`nvidia.com/mig-<profile>` on a slice (device plugin, mixed strategy), else `nvidia.com/gpu`."""
+    return mig_resource_name(engine.slice) if engine.is_mig else "nvidia.com/gpu"
+
+
+def engine_resources(engine: EngineConfig, size: PodSize) -> dict[str, Any]:
+    gpu = gpu_resource(engine)
+    return {
+        "requests": {"cpu": size.cpu_quantity, "memory": size.memory_quantity, gpu: "1"},
+        # No CPU limit: throttling shows up as latency; memory limit = request so eviction is predictable.
+        "limits": {"memory": size.memory_quantity, gpu: "1"},
+    }
+
+
+def _container(group: DeployGroup, settings: DeploySettings) -> dict[str, Any]:
+    engine = group.engine
+    env = engine_container_env(engine.env)
     if settings.secrets.require_api_key:
         key = settings.secrets.api_key
-        env.append(_secret_env("VLLM_API_KEY", key.name, key.key, optional=False))
+        env.append(secret_env("VLLM_API_KEY", key.name, key.key, optional=False))
     probe = {"path": "/health", "port": "http"}
     container: dict[str, Any] = {
         "name": "vllm",
@@ -257,22 +293,14 @@ def _container(group: DeployGroup, settings: DeploySettings) -> dict[str, Any]:
         "args": vllm_args(group),
         "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}],
         "env": env,
-        "resources": {
-            "requests": {"cpu": size.cpu_quantity, "memory": size.memory_quantity, gpu_resource: "1"},
-            # No CPU limit: throttling shows up as latency; memory limit = request so eviction is predictable.
-            "limits": {"memory": size.memory_quantity, gpu_resource: "1"},
-        },
-        "volumeMounts": [
-            {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
-            {"name": "shm", "mountPath": "/dev/shm"},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "resources": engine_resources(engine, group.size),
+        "volumeMounts": engine_volume_mounts(),
         "startupProbe": {
             "httpGet": probe, "periodSeconds": 10, "failureThreshold": STARTUP_BUDGET_S // 10, "timeoutSeconds": 5,
         },
         "readinessProbe": {"httpGet": probe, "periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 5},
         "livenessProbe": {"httpGet": probe, "periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 5},
-        "securityContext": dict(_RESTRICTED),
+        "securityContext": dict(RESTRICTED_CONTAINER),
     }
     if group.shutdown.prestop_s:
         # Load balancers and kube-proxy drop the pod's endpoint asynchronously; keep serving until they have,
@@ -281,7 +309,24 @@ def _container(group: DeployGroup, settings: DeploySettings) -> dict[str, Any]:
     return container
 
 
-def _models_volume(group: DeployGroup, cluster: Cluster, settings: DeploySettings) -> dict[str, Any]:
+def engine_volume_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "models", "mountPath": MODELS_MOUNT, "readOnly": True},
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+
+
+def pod_volumes(group: DeployGroup, cluster: Cluster, settings: DeploySettings) -> list[dict[str, Any]]:
+    """The checkpoint volume, a memory-backed /dev/shm inside the pod's memory limit, and a writable /tmp."""
+    return [
+        models_volume(group, cluster, settings),
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": group.size.shm_quantity}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}},
+    ]
+
+
+def models_volume(group: DeployGroup, cluster: Cluster, settings: DeploySettings) -> dict[str, Any]:
     if settings.storage.mode == "shared":
         return {"name": "models", "persistentVolumeClaim": {"claimName": MODEL_PVC}}
     spec: dict[str, Any] = {
@@ -314,7 +359,7 @@ def deployment(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": group.shutdown.grace_s,
-        "securityContext": dict(_POD_SECURITY),
+        "securityContext": dict(POD_SECURITY),
         "affinity": _affinity(cluster, group, catalog),
         "tolerations": _tolerations(cluster, group),
         # Spot interruptions are correlated within a zone (docs/cost-model.md): spread replicas over zones.
@@ -326,13 +371,9 @@ def deployment(
                 "labelSelector": {"matchLabels": selector(group)},
             }
         ],
-        "initContainers": [_init_container(group.weights, settings)],
+        "initContainers": [weights_init_container(group.weights, settings)],
         "containers": [_container(group, settings)],
-        "volumes": [
-            _models_volume(group, cluster, settings),
-            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": group.size.shm_quantity}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}},
-        ],
+        "volumes": pod_volumes(group, cluster, settings),
     }
     if settings.storage.service_account:
         pod_spec["serviceAccountName"] = settings.storage.service_account
@@ -499,16 +540,16 @@ def download_job(source: WeightSource, settings: DeploySettings) -> dict:
     pod: dict[str, Any] = {
         "restartPolicy": "OnFailure",
         "automountServiceAccountToken": False,
-        "securityContext": dict(_POD_SECURITY),
+        "securityContext": dict(POD_SECURITY),
         "containers": [
             {
                 "name": "download",
                 "image": image,
                 "command": command,
-                "env": _download_env(settings),
+                "env": download_env(settings),
                 "volumeMounts": [{"name": "models", "mountPath": MODELS_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-                "securityContext": dict(_RESTRICTED),
+                "securityContext": dict(RESTRICTED_CONTAINER),
             }
         ],
         "volumes": [

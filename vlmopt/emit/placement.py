@@ -258,14 +258,7 @@ def _check_cluster(files: dict[str, str], folder: str, catalog: GpuCatalog) -> l
         pod = dep["spec"]["template"]["spec"]
         container = pod["containers"][0]
         gpu = _gpu_request(container)
-        terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-        tolerations = pod.get("tolerations", [])
-        fit = [
-            p for p in pools
-            if any(all(_matches(e, p.labels) for e in t.get("matchExpressions", [])) for t in terms)
-            and all(_tolerated(t, tolerations) for t in p.taints if t["effect"] in ("NoSchedule", "NoExecute"))
-            and (gpu is None or p.gpu_resources.get(gpu[0], 0) >= gpu[1])
-        ]
+        fit = _admitting_pools(pod, gpu, pools)
         if not fit:
             out.append(Finding("error", where, "no node pool's platform labels, taints and GPU resources admit it"))
             continue
@@ -322,6 +315,10 @@ def _check_cluster(files: dict[str, str], folder: str, catalog: GpuCatalog) -> l
                 if size <= 0 or size >= memory_limit:
                     out.append(Finding("error", where, f"/dev/shm {size:g} GiB is not within the memory limit"))
 
+    configmaps = {d["metadata"]["name"] for d in by_kind["ConfigMap"]}
+    for job in by_kind["Job"]:
+        out += _check_job(folder, job, pools, classes, configmaps, cloud, fills)
+
     # A full node: every slot of each GPU resource taken by the largest pod that may land on it.
     node_load: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for (pool_name, resource), requests in fills.items():
@@ -359,6 +356,86 @@ def _check_cluster(files: dict[str, str], folder: str, catalog: GpuCatalog) -> l
         if spec.get("maxUnavailable", 1) in (0, "0", "0%"):
             out.append(Finding("error", f"{folder}: PodDisruptionBudget/{pdb['metadata']['name']}",
                                "maxUnavailable 0 blocks every drain"))
+    return out
+
+
+def _admitting_pools(pod: dict, gpu: tuple[str, int] | None, pools: list[Pool]) -> list[Pool]:
+    """Pools whose nodes the pod's required affinity selects, whose taints it tolerates and whose nodes offer its
+    GPU resource (a pool that cannot grow a node, max size 0, admits nothing)."""
+    affinity = pod.get("affinity", {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms = affinity["nodeSelectorTerms"] if affinity else [{}]
+    tolerations = pod.get("tolerations", [])
+    return [
+        p for p in pools
+        if any(all(_matches(e, p.labels) for e in t.get("matchExpressions", [])) for t in terms)
+        and all(_tolerated(t, tolerations) for t in p.taints if t["effect"] in ("NoSchedule", "NoExecute"))
+        and (gpu is None or p.gpu_resources.get(gpu[0], 0) >= gpu[1])
+        and p.max_nodes > 0
+    ]
+
+
+def _pod_requests(pod: dict) -> tuple[float, float]:
+    """What the scheduler reserves for a pod: its containers plus sidecars (init containers that keep running),
+    or the largest plain init container when that is more (Kubernetes' effective request)."""
+    def cpu_mem(container: dict) -> tuple[float, float]:
+        requests = container.get("resources", {}).get("requests", {})
+        return _quantity_cpu(str(requests.get("cpu", "0"))), _quantity_gib(str(requests.get("memory", "0")))
+
+    sidecars = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") == "Always"]
+    plain = [c for c in pod.get("initContainers", []) if c.get("restartPolicy") != "Always"]
+    running = [cpu_mem(c) for c in (*pod["containers"], *sidecars)]
+    cpu, mem = sum(c for c, _ in running), sum(m for _, m in running)
+    for c in plain:
+        c_cpu, c_mem = cpu_mem(c)
+        cpu, mem = max(cpu, c_cpu), max(mem, c_mem)
+    return cpu, mem
+
+
+def _check_job(folder: str, job: dict, pools: list[Pool], classes: dict[str, dict], configmaps: set[str],
+               cloud: str | None, fills: dict[tuple[str, str], list[tuple[float, float]]]) -> list[Finding]:
+    """A GPU Job (a benchmark campaign's): it places like a serving pod, retries as a Job must, and has its inputs.
+    Jobs without a GPU (the shared-storage weight downloads) need no GPU pool."""
+    out: list[Finding] = []
+    name = job["metadata"]["name"]
+    where = f"{folder}: Job/{name}"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    gpu = _gpu_request(container)
+    if gpu is None:
+        return out
+    fit = _admitting_pools(pod, gpu, pools)
+    if not fit:
+        return [Finding("error", where, "no node pool's platform labels, taints and GPU resources admit it")]
+    cpu, mem = _pod_requests(pod)
+    for p in fit:
+        fills[(p.name, gpu[0])].append((cpu, mem))
+    policy = job["spec"].get("podFailurePolicy")
+    if policy and pod.get("restartPolicy") != "Never":
+        out.append(Finding("error", where, "podFailurePolicy needs restartPolicy Never"))
+    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        out.append(Finding("error", where, f"restartPolicy {pod.get('restartPolicy')!r}: a Job needs Never/OnFailure"))
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    if env.get("HF_HUB_OFFLINE") != "1" or not pod.get("initContainers"):
+        out.append(Finding("error", where, "no weight download before start (init container + HF_HUB_OFFLINE=1)"))
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if any(p.spot for p in fit) and cloud in SPOT_POD_GRACE_S and grace > SPOT_POD_GRACE_S[cloud]:
+        out.append(Finding("error", where, f"grace {grace} s is longer than {cloud}'s spot notice allows "
+                                           f"({SPOT_POD_GRACE_S[cloud]} s)"))
+    memory_limit = _quantity_gib(container["resources"]["limits"]["memory"])
+    for vol in pod.get("volumes", []):
+        if "ephemeral" in vol:
+            spec = vol["ephemeral"]["volumeClaimTemplate"]["spec"]
+            out += _check_claim(folder, f"Job/{name} volume {vol['name']}", spec, classes)
+        if vol.get("emptyDir", {}).get("medium") == "Memory":
+            size = _quantity_gib(vol["emptyDir"].get("sizeLimit", "0"))
+            if size <= 0 or size >= memory_limit:
+                out.append(Finding("error", where, f"/dev/shm {size:g} GiB is not within the memory limit"))
+        if "configMap" in vol and vol["configMap"]["name"] not in configmaps:
+            out.append(Finding("error", where, f"ConfigMap {vol['configMap']['name']} is not in the folder: the "
+                                               "pod would wait for it forever"))
+        if "persistentVolumeClaim" in vol and vol["name"] != "models":
+            out.append(Finding("warning", where, f"PersistentVolumeClaim {vol['persistentVolumeClaim']['claimName']}"
+                                                 " is the user's: its access mode is checked at --submit"))
     return out
 
 

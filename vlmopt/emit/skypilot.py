@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+from dataclasses import dataclass
 
 from vlmopt.schemas import Plan
 from vlmopt.schemas.deploy import DeploySettings
@@ -68,6 +69,31 @@ def _run_engine(groups: list[ReplicaGroup]) -> EngineConfig:
     engines = [g.engine for g in groups]
     whole = [e for e in engines if not e.is_mig]
     return min(whole or engines, key=lambda e: e.capacity_rps)
+
+
+@dataclass(frozen=True)
+class SkyWeights:
+    """How a checkpoint reaches a SkyPilot VM: `file_mounts` entries, what vLLM is given as --model, and whether the
+    server can stay off the hub (the weights are on disk before it starts)."""
+
+    file_mounts: dict[str, object]
+    model_arg: str
+    offline: bool
+    hub_id: str | None = None
+
+
+def weights_mount(model: str, cloud: str | None, settings: DeploySettings) -> SkyWeights:
+    """A bucket source is mounted (MOUNT_CACHED: read through a local cache); a hub id is given to vLLM as is; a
+    local folder without a bucket is uploaded by SkyPilot itself and mounted on every VM."""
+    source = weight_source(model, cloud, settings)
+    remote = f"/models/{model_dir_name(model)}"
+    if source.kind in ("s3", "gs"):
+        return SkyWeights({remote: {"source": source.uri, "mode": "MOUNT_CACHED"}}, remote, True)
+    if source.kind == "hub":
+        return SkyWeights({}, source.uri, False, hub_id=source.uri)
+    if not is_hub_model_id(model):
+        return SkyWeights({remote: model}, remote, True)
+    return SkyWeights({}, model, False)  # pragma: no cover - a hub id always resolves to a hub source
 
 
 def secret_names(settings: DeploySettings) -> list[str]:
@@ -129,20 +155,12 @@ def service_yaml(plan: Plan, service: str, groups: list[ReplicaGroup], settings:
         # Null = a managed reference: `sky serve up --secret NAME` fills it from the caller's environment.
         "secrets": {name: None for name in secret_names(settings)},
     }
-    source = weight_source(args.model, next(iter(sorted(clouds)), None), settings)
-    if source.kind in ("s3", "gs"):
-        remote = f"/models/{model_dir_name(args.model)}"
-        spec["file_mounts"] = {remote: {"source": source.uri, "mode": "MOUNT_CACHED"}}
-        args = args.model_copy(update={"model": remote})
+    weights = weights_mount(args.model, next(iter(sorted(clouds)), None), settings)
+    if weights.file_mounts:
+        spec["file_mounts"] = weights.file_mounts
+    if weights.offline:
         env["HF_HUB_OFFLINE"] = "1"
-    elif source.kind == "hub":
-        args = args.model_copy(update={"model": source.uri})
-    elif not is_hub_model_id(args.model):
-        # No bucket: SkyServe uploads the local folder to a bucket of its own and mounts it on every replica.
-        remote = f"/models/{model_dir_name(args.model)}"
-        spec["file_mounts"] = {remote: args.model}
-        args = args.model_copy(update={"model": remote})
-        env["HF_HUB_OFFLINE"] = "1"
+    args = args.model_copy(update={"model": weights.model_arg})
     run_engine = EngineConfig(**{**engine.__dict__, "server_args": args})
     spec["run"] = shlex.join(run_engine.argv(frontend_args(stop.drain_s, 1, buckets)))
     return spec

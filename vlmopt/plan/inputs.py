@@ -115,6 +115,24 @@ def _one_line(exc: ValidationError) -> str:
     return (message if named else f"{loc}: {message}") + more
 
 
+def normalised_profile(profile: BenchmarkProfile) -> BenchmarkProfile:
+    """The device matched to the GPU catalog as the benchmark would match it today: a MIG device name as NVML
+    reports it inside a pod ("NVIDIA H100 80GB HBM3 MIG 3g.40gb") counts for that slice, not for the whole GPU."""
+    from vlmopt.bench.device import with_catalog_id
+
+    device = with_catalog_id(profile.device)
+    return profile if device == profile.device else profile.model_copy(update={"device": device})
+
+
+def profile_source(path: Path, profile: BenchmarkProfile) -> str:
+    """How plans and reports name a measured profile: its path, plus the campaign job and run that measured it
+    (docs/benchmark.md#campaigns), so every measured capacity says which job it came from."""
+    if not profile.campaign_job:
+        return str(path)
+    run = f", run {profile.run_id}" if profile.run_id else ""
+    return f"{path} (job {profile.campaign_job}{run})"
+
+
 def load_plan_inputs(
     workload: Path | None = None,
     profiles_dir: Path | None = None,
@@ -149,7 +167,8 @@ def load_plan_inputs(
         if not profiles_dir.is_dir():
             raise FileNotFoundError(f"--profiles {profiles_dir}: not a folder")
         for path in sorted(profiles_dir.rglob("*@*.json")):
-            loaded_profiles[str(path)] = load_model(BenchmarkProfile, path)
+            profile = normalised_profile(load_model(BenchmarkProfile, path))
+            loaded_profiles[profile_source(path, profile)] = profile
     gpu_catalog = load_gpu_catalog(gpus)
     prices_path = prices or data_file("prices.yaml")
     price_catalog = load_model(PriceCatalog, prices_path)

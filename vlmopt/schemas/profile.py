@@ -261,3 +261,8 @@ class BenchmarkProfile(StrictModel):
         default=None, description="host-side costs measured beside the load points; absent in older profiles")
     unservable: str | None = Field(
         default=None, description="set (with no points) when the variant cannot be served on this device: why")
+    campaign_job: str | None = Field(
+        default=None,
+        description="'<campaign>/<job>' when a benchmark campaign's Kubernetes or SkyPilot job measured it "
+        "(from $VLMOPT_CAMPAIGN_JOB; docs/benchmark.md#campaigns)",
+    )
