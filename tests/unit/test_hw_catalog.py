@@ -35,13 +35,13 @@ def test_mig_capability_matches_the_hardware_families():
 
 
 def test_fp8_needs_compute_capability_8_9():
-    # research/planning.md §5.1: FP8 W8A8 needs compute capability >= 8.9.
+    # FP8 W8A8 needs compute capability >= 8.9 (vLLM FP8 docs; docs/hardware.md#gpu-specs).
     for gpu in CATALOG.gpus:
         major, minor = map(int, gpu.compute_capability.split("."))
         assert gpu.fp8 == ((major, minor) >= (8, 9)), gpu.id
 
 
-def test_usable_gib_per_profile_from_the_research_tables():
+def test_usable_gib_per_profile_from_the_captured_tables():
     h100 = CATALOG.get("h100-sxm-80gb")
     assert h100.mig_profile("3g.40gb").memory_gib == 39.50
     assert CATALOG.get("h200-sxm-141gb").mig_profile("1g.18gb").memory_gib == 16.00

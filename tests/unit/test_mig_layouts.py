@@ -1,4 +1,4 @@
-"""MIG geometry against the placement tables and worked examples in research/planning.md §1.1-§1.4.
+"""MIG geometry against NVIDIA's placement tables and worked examples (docs/hardware.md#mig-geometry).
 
 The oracle below is deliberately independent of vlmopt.hw.mig: brute force over every combination of legal starts.
 """
@@ -85,7 +85,7 @@ def valid_keys_of(gpu_id: str) -> frozenset[tuple[str, ...]]:
 
 
 def nvidia_names(gpu) -> dict[str, str]:
-    """Profile class (research/planning.md §1.4) -> this GPU's profile name."""
+    """Profile class (docs/hardware.md#mig-geometry: 1g, 1gB = 1g with two memory slots, 2g, 3g, 4g, 7g) -> name."""
     names = {}
     for p in gpu.mig.profiles:
         if p.media_extensions:
@@ -98,7 +98,7 @@ def nvidia_names(gpu) -> dict[str, str]:
 # ---- placement tables ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("gpu", [g for g in MIG_GPUS if g.mig.memory_slots == 8], ids=lambda g: g.id)
 def test_seven_slice_placements_match_nvidia_smi_lgipp(gpu):
-    # research/planning.md §1.2: `nvidia-smi mig -lgipp` on A100/H100/H200 (same on every 7-slice GPU).
+    # `nvidia-smi mig -lgipp` on A100/H100/H200 (same on every 7-slice GPU; docs/hardware.md#mig-geometry).
     lgipp = {"1g": [0, 1, 2, 3, 4, 5, 6], "1gB": [0, 2, 4, 6], "2g": [0, 2, 4], "3g": [0, 4], "4g": [0], "7g": [0]}
     names = nvidia_names(gpu)
     assert set(names) == set(lgipp)
@@ -107,13 +107,13 @@ def test_seven_slice_placements_match_nvidia_smi_lgipp(gpu):
 
 
 def test_a30_placements_match_nvidia_smi_lgipp():
-    # research/planning.md §1.2: A30 1g {0,1,2,3}:1, 2g {0,2}:2, 4g {0}:4.
+    # `nvidia-smi mig -lgipp` on an A30: 1g {0,1,2,3}:1, 2g {0,2}:2, 4g {0}:4 (docs/hardware.md#mig-geometry).
     assert A30.mig_profile("1g.6gb").starts == [0, 1, 2, 3]
     assert A30.mig_profile("2g.12gb").starts == [0, 2]
     assert A30.mig_profile("4g.24gb").starts == [0]
 
 
-# ---- enumeration counts from research/planning.md §1.4 -----------------------------------------------------------
+# ---- enumeration counts (docs/hardware.md#valid-layouts) ---------------------------------------------------------
 def without_1g_two_slot(gpu):
     geometry = gpu.mig.model_copy(
         update={"profiles": [p for p in gpu.mig.profiles if not (p.compute_slices == 1 and p.memory_slices == 2)]}
@@ -182,7 +182,7 @@ def test_maximal_layouts_cannot_take_another_instance(gpu):
 
 # ---- NVIDIA's worked example and mig-parted's all-balanced --------------------------------------------------------
 def test_nvidia_order_9_19_14_19_works_and_lands_where_the_guide_shows():
-    # MIG guide, "Creating GPU Instances" (research/planning.md §1.1): -cgi 9,19,14,19 then -lgi shows
+    # MIG guide, "Creating GPU Instances" (docs/hardware.md#creation-order): -cgi 9,19,14,19 then -lgi shows
     # 1g.5gb 0:1, 1g.5gb 1:1, 2g.10gb 2:2, 3g.20gb 4:4.
     layout = validate_layout(A100, ["3g.20gb", "1g.5gb", "2g.10gb", "1g.5gb"])
     placed = list(zip(layout.profiles, layout.starts, strict=True))

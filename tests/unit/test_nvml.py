@@ -75,7 +75,7 @@ def test_error_mid_query_still_shuts_nvml_down(monkeypatch):
 
 
 def test_refused_placement_query_is_noted_not_fatal(monkeypatch):
-    # Placements "Require privileged user" (research/planning.md §2).
+    # Placements "Require privileged user" (NVML API reference; docs/hardware.md#nvml).
     module = make_fake_pynvml(fail={"nvmlDeviceGetGpuInstancePossiblePlacements": NVML_ERROR_NO_PERMISSION})
     monkeypatch.setitem(sys.modules, "pynvml", module)
     h100 = read_inventory().gpus[0]
@@ -108,7 +108,7 @@ def test_profile_names_are_derived_when_nvml_gives_none(monkeypatch):
 
 
 def test_profile_name_rule_from_go_nvlib():
-    # frac = ceil(MiB x 2^20 / total x 8) / 8; GB = round(frac x ceil(total / GiB)) (research/planning.md §1.6)
+    # frac = ceil(MiB x 2^20 / total x 8) / 8; GB = round(frac x ceil(total / GiB)) (docs/hardware.md#mig-profile-names)
     h100_total = 81559 * 1024**2  # ceil(79.65 GiB) = 80
     assert profile_name_from_nvml(0x0, 1, 9984, h100_total) == "1g.10gb"  # 1/8 x 80
     assert profile_name_from_nvml(0x2, 3, 40448, h100_total) == "3g.40gb"  # 4/8 x 80

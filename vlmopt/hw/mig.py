@@ -1,14 +1,16 @@
 """MIG geometry: which sets of GPU instances fit one GPU, where they sit, and an order that creates them.
 
-The model (research/planning.md §1.2-§1.4): memory is a row of slots (8 on A100/H100/H200/B200, 4 on A30); each
-profile occupies `memory_slices` consecutive slots starting at one of its legal start indices; instances may not
-share a slot; their compute slices add up to at most the GPU's compute slices (7, or 4 on A30).
+The model (docs/hardware.md#mig-geometry, from NVIDIA's MIG user guide): memory is a row of slots (8 on
+A100/H100/H200/B200, 4 on A30); each profile occupies `memory_slices` consecutive slots starting at one of its legal
+start indices; instances may not share a slot; their compute slices add up to at most the GPU's compute slices (7, or
+4 on A30).
 
 Creation order matters when instances are created without an explicit placement (`nvidia-smi mig -cgi a,b,c`):
 the driver picks a position for each instance as it comes, and an early small instance can sit where a later large
-one needed to go. The MIG guide's example (research/planning.md §1.1): on an A100 `-cgi 19,19,14,9` fails with
-"Insufficient Resources" while `-cgi 9,19,14,19` succeeds and lands at 3g@4, 1g@0, 2g@2, 1g@1. `auto_place` models
-the driver's choice so a creation order can be checked before it reaches a machine; see its docstring.
+one needed to go. The MIG guide's example (Getting Started with MIG, Creating GPU Instances): on an A100
+`-cgi 19,19,14,9` fails with "Insufficient Resources" while `-cgi 9,19,14,19` succeeds and lands at 3g@4, 1g@0,
+2g@2, 1g@1. `auto_place` models the driver's choice so a creation order can be checked before it reaches a machine;
+see its docstring and docs/hardware.md#creation-order.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ RULES = (
     RULE_EMPTY,
 )
 
-# Only one instance with media extensions (+me) per GPU (MIG guide, research/planning.md §1.1).
+# Only one instance with media extensions (+me) per GPU (MIG guide, Supported MIG Profiles: the +me profiles' instance
+# count is 1; docs/hardware.md#mig-geometry).
 MAX_MEDIA_EXTENSION_INSTANCES = 1
 
 
@@ -138,7 +141,7 @@ def auto_place(gpu: GpuSpec, profiles: Sequence[str], occupied: Sequence[tuple[s
 
     A model, not NVIDIA's code: for each new instance, among its free legal starts, take the one that makes the
     fewest other placements (of every profile the GPU offers) impossible; on a tie, the lowest start. Fitted to
-    the MIG guide's A100 examples (research/planning.md §1.1): it reproduces `-cgi 9,19,14,19` landing at
+    the MIG guide's A100 examples (docs/hardware.md#creation-order): it reproduces `-cgi 9,19,14,19` landing at
     3g@4, 1g@0, 2g@2, 1g@1, and `-cgi 19,19,14,9` failing on the 3g after the smaller ones took 1g@6, 1g@4,
     2g@0 (the starts implied by the GPU instance ids 13, 11, 3 in that output). vlmopt's apply path places
     instances explicitly, so the model only decides which `-cgi` order to recommend.
@@ -233,8 +236,9 @@ def _layout(gpu: GpuSpec, chosen: Sequence[MigProfileSpec], starts: Sequence[int
 def working_order(gpu: GpuSpec, profiles: Sequence[str]) -> MigLayout | None:
     """The multiset `profiles` in an order that `auto_place` can create, largest first when that works.
 
-    Falls back to trying other orders (what mig-parted does on the machine: iteratePermutationsUntilSuccess,
-    research/planning.md §1.1); None when no order works.
+    Falls back to trying other orders (what mig-parted does on the machine: iteratePermutationsUntilSuccess in
+    https://github.com/NVIDIA/mig-parted/blob/bd7160f43f16462eeb21e1eda5e67b5b6b03fd7d/pkg/mig/config/config.go);
+    None when no order works.
     """
     table = _profile_map(gpu)
     first = _largest_first([table[name] for name in profiles])

@@ -2,7 +2,7 @@
 
 vlmopt never changes MIG mode or creates instances here: every call below is a query. NVML errors become
 `NvmlUnavailable` with one plain line (no driver, no permission, not supported), never a traceback. Calls NVML
-refuses for one GPU only (placements need root, research/planning.md §2) are noted on that GPU and skipped.
+refuses for one GPU only (placements need root: docs/hardware.md#nvml) are noted on that GPU and skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ _ERROR_CODES = {
     "NVML_ERROR_FUNCTION_NOT_FOUND": 13,
 }
 
-# GPU instance profile index -> suffix NVIDIA's names use (research/planning.md §2 constants, §1.6 naming).
+# GPU instance profile index (NVML_GPU_INSTANCE_PROFILE_* in nvml.h) -> suffix NVIDIA's names use
+# (docs/hardware.md#mig-profile-names).
 _PROFILE_SUFFIX = {0x7: "+me", 0x8: "+me", 0xA: "+gfx", 0xB: "+gfx", 0xC: "+gfx", 0xD: "-me", 0xE: "-me",
                    0xF: "+me.all", 0x10: "+me.all", 0x11: "+gfx"}
 
@@ -152,7 +153,7 @@ def _read_gpu(reader: _Reader, index: int, catalog: GpuCatalog | None) -> Invent
         enabled = int(getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1))
         current, pending = int(current_mode) == enabled, int(pending_mode) == enabled
     except nvml.NVMLError as exc:
-        # NOT_SUPPORTED is how NVML says "not MIG-capable" (go-nvlib IsMigCapable, research/planning.md §2).
+        # NOT_SUPPORTED is how NVML says "not MIG-capable" (go-nvlib IsMigCapable; docs/hardware.md#nvml).
         if not reader.is_code(exc, "NVML_ERROR_NOT_SUPPORTED"):
             notes.append(f"MIG mode: {describe_nvml_error(nvml, exc)}")
 
@@ -179,7 +180,7 @@ def _read_gpu(reader: _Reader, index: int, catalog: GpuCatalog | None) -> Invent
 
 
 def profile_name_from_nvml(profile_index: int, slice_count: int, memory_mb: int, device_total_bytes: int) -> str:
-    """NVIDIA's profile name from NVML figures, as go-nvlib builds it (research/planning.md §1.6)."""
+    """NVIDIA's profile name from NVML figures, as go-nvlib builds it (docs/hardware.md#mig-profile-names)."""
     fraction = math.ceil(memory_mb * MIB / device_total_bytes * 8) / 8
     gigabytes = round(fraction * math.ceil(device_total_bytes / GIB))
     return f"{slice_count}g.{gigabytes}gb{_PROFILE_SUFFIX.get(profile_index, '')}"
@@ -193,7 +194,7 @@ def _read_profiles(reader: _Reader, handle, total_bytes: int, notes: list[str]) 
         try:
             info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
         except nvml.NVMLError as exc:
-            # Skipping NOT_SUPPORTED / INVALID_ARGUMENT is what mig-parted and go-nvlib do (§2).
+            # Skipping NOT_SUPPORTED / INVALID_ARGUMENT is what mig-parted and go-nvlib do (docs/hardware.md#nvml).
             if reader.is_code(exc, "NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_INVALID_ARGUMENT"):
                 continue
             notes.append(f"MIG profile {index}: {describe_nvml_error(nvml, exc)}")
