@@ -46,7 +46,11 @@ def test_usable_gib_per_profile_from_the_captured_tables():
     assert h100.mig_profile("3g.40gb").memory_gib == 39.50
     assert CATALOG.get("h200-sxm-141gb").mig_profile("1g.18gb").memory_gib == 16.00
     assert CATALOG.get("a100-40gb").mig_profile("7g.40gb").memory_gib == 39.50
-    estimated = CATALOG.get("h200-sxm-141gb").mig_profile("3g.71gb")
+    # NVIDIA's own H200 capture (https://github.com/NVIDIA/mig-parted/issues/120): never above it
+    h200 = CATALOG.get("h200-sxm-141gb")
+    assert (h200.mig_profile("2g.35gb").memory_gib, h200.mig_profile("3g.71gb").memory_gib) == (32.25, 69.50)
+    assert h200.mig_profile("7g.141gb").memory_gib == 139.75 and not h200.mig_profile("3g.71gb").memory_estimated
+    estimated = CATALOG.get("gh200-144gb").mig_profile("3g.72gb")
     assert estimated.memory_estimated and "DERIVED" in estimated.memory_source
     assert not h100.mig_profile("3g.40gb").memory_estimated
 
