@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import numpy as np
 
 from vlmopt.schemas.common import Provenance, utc_now_iso
 from vlmopt.schemas.profile import (
@@ -46,6 +47,7 @@ from .tokens import select_token_counter
 from .workload import PromptSizer, RequestSpec, load_dataset, synthetic_requests
 
 PROBE_MAX_SIZES = 8
+PROBE_TEXT_TOKENS = 16
 
 
 class BenchmarkFailed(RuntimeError):
@@ -232,7 +234,10 @@ async def warm_up(client: ChatClient, opts: BenchOptions, sizer: PromptSizer,
     if warm and len(failures) == len(warm):
         raise BenchmarkFailed(f"every warm-up request failed; first error: {failures[0].error}")
     tokens: dict[str, int] = {}
-    text = RequestSpec(index=-1, prompt="Describe the picture.", max_tokens=1)
+    # The probe's text is made like the measured prompts' (same words), so that how its first word merges with the
+    # chat template's last characters (e.g. "USER: " + "the" -> " the") is the same as theirs.
+    probe_text = sizer.prompt(np.random.default_rng([opts.seed, 11]), PROBE_TEXT_TOKENS)
+    text = RequestSpec(index=-1, prompt=probe_text, max_tokens=1)
     plain = await client.send(text)
     if not plain.success or plain.prompt_tokens is None:
         return tokens, None
