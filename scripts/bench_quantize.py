@@ -35,10 +35,6 @@ RATIO_TARGET = 3.0  # AWQ may take at most 3x GPTQ's time (docs/quantize.md#awq-
 _CHILD = """
 import json, os, resource, sys, time
 from pathlib import Path
-threads = int(os.environ.get("VLMOPT_BENCH_THREADS", "0"))
-if threads:
-    import torch
-    torch.set_num_threads(threads)
 from vlmopt.quantize import QuantizeRequest, parse_methods, run_quantize
 model, out, method = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 samples, heldout = int(sys.argv[4]), int(sys.argv[5])
@@ -81,10 +77,12 @@ def machine() -> str:
 
 
 # Settings per configuration: the defaults now, and the path before the CPU changes.
+# "before" also pins OMP_NUM_THREADS (to the torch default unless --threads says otherwise), which keeps the one-thread
+# rule for small models (vlmopt/quantize/cpu_workarounds.py) out of it.
 CONFIGS = {"now": {}, "before": {"VLMOPT_CPU_BF16_MATMUL": "native", "VLMOPT_AWQ_GRID": "20"}}
 CONFIG_LABELS = {"now": f"now (CPU bf16 matmul {os.environ.get('VLMOPT_CPU_BF16_MATMUL', 'fp32')}; AWQ grid "
-                        f"{os.environ.get('VLMOPT_AWQ_GRID', '11 on CPU')})",
-                 "before": "before (native bf16 matmul; AWQ grid 20)"}
+                        f"{os.environ.get('VLMOPT_AWQ_GRID', '11 on CPU')}; small-model thread rule)",
+                 "before": "before (native bf16 matmul; AWQ grid 20; default threads)"}
 
 
 def run_child(model: Path, out: Path, method: str, samples: int, heldout: int, env: dict[str, str]) -> dict:
@@ -106,7 +104,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=64, help="calibration samples for gptq/awq (the CLI default)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads in each child (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OMP_NUM_THREADS for every child (0: leave it to torch and to vlmopt's small-model rule)")
     parser.add_argument("--compare-before", action="store_true",
                         help="also run gptq and awq as before the CPU changes (native bf16 matmul, AWQ grid 20)")
     parser.add_argument("--heldout", type=int, default=8, help="held-out prompts for KL/top-1 (the CLI uses 8)")
@@ -123,12 +122,17 @@ def main() -> int:
         model = build_tiny_vlm(Path(tmp) / "tiny-llava")
         size = sum(p.stat().st_size for p in model.glob("*.safetensors"))
         base_env = {**os.environ, "TQDM_DISABLE": "1", "LLM_COMPRESSOR_LOG_LEVEL": "ERROR"}
+        import torch
+
+        before_threads = args.threads or torch.get_num_threads()
         if args.threads:
-            base_env["VLMOPT_BENCH_THREADS"] = str(args.threads)
+            base_env["OMP_NUM_THREADS"] = str(args.threads)
         for repeat in range(args.repeats):
             for method in methods:
                 for path in paths if method in ("gptq", "awq") else paths[:1]:
                     env = {**base_env, **CONFIGS[path]}
+                    if path == "before":
+                        env["OMP_NUM_THREADS"] = str(before_threads)
                     started = time.perf_counter()
                     row = run_child(model, Path(tmp) / "variants", method, args.samples, args.heldout, env)
                     row |= {"repeat": repeat, "config": path, "load_avg_1m": os.getloadavg()[0]}
@@ -138,7 +142,7 @@ def main() -> int:
                           f"({time.perf_counter() - started:.0f} s with start-up)", file=sys.stderr, flush=True)
     load_after = os.getloadavg()
 
-    threads = rows[0]["torch_threads"] if rows else "?"
+    threads = ", ".join(sorted({f"{r['config']} {r['torch_threads']}" for r in rows})) or "?"
     print(f"Machine: {machine()}; tiny LLaVA (vlmopt.testing.tiny_vlm, {size / 1024**2:.1f} MiB of weights), "
           f"{args.samples} calibration samples, {args.heldout} held-out prompts, {threads} torch threads, median of "
           f"{args.repeats}; load average "

@@ -83,3 +83,23 @@ def test_awq_grid_is_every_other_default_point_on_a_cpu(monkeypatch: pytest.Monk
     coarse = set(AWQModifier(n_grid=11)._get_grid_search_params())
     default = {(round(r, 9), duo) for r, duo in AWQModifier(n_grid=20)._get_grid_search_params()}
     assert len(coarse) == 11 and {(round(r, 9), duo) for r, duo in coarse} <= default
+
+
+def test_one_thread_only_for_small_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_workarounds, "accelerator_available", lambda: False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        small = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.Linear(512, 256))
+        large = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.Linear(1024, 1024))  # 2**20 weights
+        with cpu_workarounds.one_thread_for_small_matrices(small) as active:
+            assert active and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_workarounds.one_thread_for_small_matrices(large) as active:
+            assert not active and torch.get_num_threads() == 2
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice wins
+        with cpu_workarounds.one_thread_for_small_matrices(small) as active:
+            assert not active and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -1,5 +1,6 @@
-"""The two CPU-only workarounds llm-compressor 0.14.0.1 needs on a machine without an accelerator
-(docs/quantize.md#on-a-cpu). Each is applied only when needed, only for the duration of a run, and undone afterwards.
+"""The CPU-only workarounds llm-compressor 0.14.0.1 needs on a machine without an accelerator
+(docs/quantize.md#awq-on-a-cpu). Each is applied only when needed, only for the duration of a run, and undone
+afterwards.
 
 1. AWQ pin memory. AWQ's smoothing step calls `IntermediatesCache.pin_memory()`, which calls `Tensor.pin_memory()`;
    with no accelerator that raises "Cannot access accelerator device when none is available". Pinned memory only
@@ -15,6 +16,12 @@
    different summation order). AWQ replays every smoothed module for every calibration sample at each of its 20 grid
    points, so this is most of its time on such a CPU (docs/quantize.md#awq-on-a-cpu). Set VLMOPT_CPU_BF16_MATMUL=native
    to measure without it.
+
+3. One intra-op thread for a model whose matrices are all small. Every matrix product of a model this small is
+   split across the OpenMP threads, and each split waits for all of them to be scheduled: on a busy 2-core machine
+   GPTQ's oneshot of the tiny LLaVA took 125 s (52 s of CPU) with 2 threads and 27 s (6 s of CPU) with one, and AWQ,
+   which runs many more small products, 703 s against 42 s. A model with any Linear of a million weights or more
+   (every real VLM) keeps all threads; so does a run whose OMP_NUM_THREADS the user set.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 MATMUL_ENV = "VLMOPT_CPU_BF16_MATMUL"  # "fp32" (default where it helps) or "native"
+SMALL_MATRIX_WEIGHTS = 1 << 20  # a model whose largest Linear has fewer weights runs oneshot on one thread
 
 
 def accelerator_available() -> bool:
@@ -108,3 +116,24 @@ def bf16_matmul_in_fp32() -> Iterator[bool]:
         yield True
     finally:
         functional.linear, torch.matmul, torch.bmm = linear, matmul, bmm
+
+
+@contextmanager
+def one_thread_for_small_matrices(model: Any) -> Iterator[bool]:
+    """One torch intra-op thread while active, when there is no accelerator, the user did not set OMP_NUM_THREADS,
+    and no Linear of `model` reaches SMALL_MATRIX_WEIGHTS. Yields True when it changed the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads <= 1 or os.environ.get("OMP_NUM_THREADS") or accelerator_available():
+        yield False
+        return
+    largest = max((m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)), default=0)
+    if largest >= SMALL_MATRIX_WEIGHTS:
+        yield False
+        return
+    torch.set_num_threads(1)
+    try:
+        yield True
+    finally:
+        torch.set_num_threads(threads)

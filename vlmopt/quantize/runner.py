@@ -19,7 +19,7 @@ from vlmopt.schemas.manifest import Calibration, Fidelity, RejectedVariant, Vari
 
 from . import manifest as manifest_io
 from .calibration import CalibrationSource, build_dataset, heldout_samples, load_samples, make_collator
-from .cpu_workarounds import awq_pin_memory_workaround, bf16_matmul_in_fp32
+from .cpu_workarounds import awq_pin_memory_workaround, bf16_matmul_in_fp32, one_thread_for_small_matrices
 from .errors import QuantizeInputError, VariantFailed, VariantRejected
 from .fidelity import FidelityResult, build_probes, compare, next_token_logprobs
 from .ignore_rules import IgnorePlan, resolve_ignore, vision_patterns
@@ -241,7 +241,7 @@ def _quantize_into(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, 
         report(name, f"oneshot {spec.scheme}" + (f" on {prep.calib_samples} samples" if spec.needs_calibration else ""))
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
-            with awq_pin_memory_workaround(), bf16_matmul_in_fp32():
+            with awq_pin_memory_workaround(), bf16_matmul_in_fp32(), one_thread_for_small_matrices(model):
                 oneshot(model=model, recipe=recipe, processor=prep.processor, **kwargs)
         except Exception as exc:
             raise VariantFailed(f"llm-compressor oneshot failed: {type(exc).__name__}: "
