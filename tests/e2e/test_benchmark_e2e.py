@@ -58,8 +58,13 @@ def _check_profile(path: Path) -> BenchmarkProfile:
         assert point.completed == 8 and point.failed == 0, point.errors
         assert point.total_output_tokens == 8 * 128  # ignore_eos: exact output length (vLLM stops only at max_tokens)
         assert point.median_ttft_ms <= point.median_e2el_ms and point.p99_ttft_ms <= point.p99_e2el_ms
-        # usage.prompt_tokens includes the image tokens (research/benchmark.md §1.1): 32 text + 16 image + template
+        # usage.prompt_tokens counts every prompt token, image tokens included: 32 text + 16 image + template
         assert point.mean_prompt_tokens >= 32 + IMAGE_TOKENS
+        # Prompts sized in the model's own tokenizer: the text the server counted is what was asked for (within 5%,
+        # the tolerance that marks a point), image and template tokens told apart by the warm-up probe.
+        assert point.requested_input_tokens == 32 and not point.input_tokens_mismatch
+        assert abs(point.input_tokens_deviation) <= 0.05, (point.mean_text_input_tokens, point.mean_prompt_tokens)
+        assert point.mean_image_input_tokens == profile.workload.image_tokens_per_image["56x56"]
         assert 0 < point.image_token_share < 1
         assert point.max_kv_cache_usage_perc is not None
     c1, c4 = profile.points
@@ -78,6 +83,27 @@ def _check_profile(path: Path) -> BenchmarkProfile:
 def test_bf16_on_shared_server(bf16_profile: Path) -> None:
     profile = _check_profile(bf16_profile)
     assert profile.engine.endpoint is not None
+    assert profile.workload.prompt_tokenizer.startswith("server /tokenize")  # a remote model: the server counts
+    assert profile.workload.chat_template_tokens is not None and profile.workload.chat_template_tokens >= 0
+
+
+def test_tokenizer_given_as_hub_id_from_the_cache(tiny_server, tiny_model_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """--tokenizer org/name resolved offline from a pre-filled hub cache sizes prompts as the server would."""
+    from tests.hub_cache import fill_hub_cache
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fill_hub_cache(tmp_path / "hf-cache", "vlmopt-test/tiny-llava", tiny_model_dir)
+    out = tmp_path / "out"
+    _run(["--endpoint", tiny_server.base_url, "--model", tiny_server.model_name, "--tokenizer",
+          "vlmopt-test/tiny-llava", "--out", str(out), "--input-tokens", "48", "--output-tokens", "4",
+          "--num-prompts", "8", "--warmup", "0", "--concurrency", "4"])
+    (path,) = _profiles(out)
+    profile = load_model(BenchmarkProfile, path)
+    assert profile.workload.prompt_tokenizer.startswith("tokenizer of vlmopt-test/tiny-llava@")
+    (point,) = profile.points
+    assert point.requested_input_tokens == 48 and abs(point.input_tokens_deviation) <= 0.05, point
 
 
 @pytest.mark.parametrize("variant", ["fp8", "int8"])

@@ -63,12 +63,16 @@ class FakeVllm:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "fake"}]})
 
+    def add_routes(self, webapp: web.Application) -> None:
+        """More endpoints, for subclasses."""
+
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         webapp = web.Application()
         webapp.router.add_post("/v1/chat/completions", self.chat)
         webapp.router.add_get("/metrics", self.metrics)
         webapp.router.add_get("/v1/models", self.models)
+        self.add_routes(webapp)
         runner = web.AppRunner(webapp, shutdown_timeout=0.1)
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)

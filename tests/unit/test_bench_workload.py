@@ -6,11 +6,12 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from vlmopt.bench.images import ImagePlanner, parse_image_sizes, render_image, warmup_planner
-from vlmopt.bench.workload import load_dataset, synthetic_requests, words_to_tokens
+from vlmopt.bench.workload import PromptSizer, load_dataset, synthetic_requests
 from vlmopt.schemas import ContractError
 
 
@@ -74,13 +75,53 @@ def test_warmup_images_never_equal_measured_ones() -> None:
     )
 
 
+class TwoPerWord:
+    """A fake tokenizer: two tokens per word, one BOS added on its own."""
+
+    source = "fake tokenizer"
+    special_tokens = 1
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def count(self, text: str) -> int:
+        self.calls += 1
+        return 2 * len(text.split())
+
+
 def test_prompt_sized_by_token_counter() -> None:
-    count = lambda text: len(text.split()) * 2  # noqa: E731 - a fake tokenizer: two tokens per word
-    assert count(words_to_tokens(["w"] * 100, 30, count)) == 30
-    specs = synthetic_requests(3, input_tokens=20, output_tokens=7, images_per_request=2,
-                               planner=ImagePlanner([(32, 32)]), count_tokens=count)
-    assert all(count(s.prompt) == 20 and s.max_tokens == 7 and s.num_images == 2 for s in specs)
+    counter = TwoPerWord()
+    sizer = PromptSizer(counter)
+    specs = synthetic_requests(3, input_tokens=21, output_tokens=7, images_per_request=2,
+                               planner=ImagePlanner([(32, 32)]), sizer=sizer)
+    # 21 requested = 1 BOS + 20 text tokens, as vllm bench serve's --random-input-len counts them
+    assert all(counter.count(s.prompt) == 20 and s.max_tokens == 7 and s.num_images == 2 for s in specs)
     assert len({s.prompt for s in specs}) == 3  # distinct prompts: no accidental prefix-cache sharing
+    assert not sizer.recount_each  # word costs add up for this tokenizer: no counting per prompt
+
+
+def test_prompt_without_counter_is_one_word_per_token() -> None:
+    sizer = PromptSizer(None)
+    assert not sizer.exact and "words" in sizer.source
+    (spec,) = synthetic_requests(1, input_tokens=12, output_tokens=1, images_per_request=0, planner=None, sizer=sizer)
+    assert len(spec.prompt.split()) == 12
+
+
+def test_prompt_recounted_when_word_costs_do_not_add_up() -> None:
+    class Merging:
+        """One token per word, but a word right after "the" costs two: costs depend on the neighbour."""
+
+        source = "merging tokenizer"
+        special_tokens = 0
+
+        def count(self, text: str) -> int:
+            words = text.split()
+            return len(words) + sum(1 for before in words[:-1] if before == "the")
+
+    sizer = PromptSizer(Merging())
+    assert sizer.recount_each
+    for target in (5, 17, 40):
+        assert Merging().count(sizer.prompt(np.random.default_rng(target), target)) == target
 
 
 def test_dataset_jsonl(tmp_path: Path) -> None:

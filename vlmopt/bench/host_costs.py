@@ -31,7 +31,7 @@ from vlmopt.schemas.profile import HostCostMeasurement, ImageHostCost, ServerPro
 from .client import ChatClient
 from .images import ImagePlanner
 from .process_cpu import ServerCpu
-from .workload import RequestSpec
+from .workload import PromptSizer, RequestSpec
 
 PROBE_SCRIPT = Path(__file__).resolve().parent / "_host_probe.py"
 # Besides the workload's own sizes, two reference sizes give the processor cost's growth with pixels.
@@ -97,7 +97,7 @@ def start_processor_probe(serve_python: Path, model_dir: Path, sizes: list[tuple
 
 
 async def probe_server(client: ChatClient, image_size: tuple[int, int] | None, input_tokens: int,
-                       output_tokens: int, image_style: str, count_tokens, seed: int = 0,
+                       output_tokens: int, image_style: str, sizer: PromptSizer | None, seed: int = 0,
                        requests_each: int = SERVER_PROBE_REQUESTS, cpu: ServerCpu | None = None) -> ServerProbe:
     """Text-only and image requests one at a time (alternating, so drift hits both alike); medians of latencies,
     and (with `cpu`) the API server's mean CPU seconds per request of each kind."""
@@ -105,10 +105,10 @@ async def probe_server(client: ChatClient, image_size: tuple[int, int] | None, i
 
     planner = ImagePlanner([image_size or (56, 56)], 0.0, seed, namespace="host-costs-server", style=image_style)
     texts = synthetic_requests(requests_each, input_tokens=input_tokens, output_tokens=output_tokens,
-                               images_per_request=0, planner=planner, seed=seed + 7, count_tokens=count_tokens)
+                               images_per_request=0, planner=planner, seed=seed + 7, sizer=sizer)
     with_images = synthetic_requests(requests_each, input_tokens=input_tokens, output_tokens=output_tokens,
                                      images_per_request=1 if image_size else 0, planner=planner, seed=seed + 8,
-                                     count_tokens=count_tokens)
+                                     sizer=sizer)
     results: dict[str, list] = {"text": [], "image": []}
     api_cpu: dict[str, list[float]] = {"text": [], "image": []}
     for text, image in zip(texts, with_images, strict=True):

@@ -184,6 +184,42 @@ def compute_point_metrics(
     return metrics
 
 
+# Beyond this relative difference between the text tokens asked for and those the server counted, a point measured
+# another workload than requested (docs/benchmark.md#prompt-sizing).
+INPUT_TOKENS_TOLERANCE = 0.05
+
+
+def input_token_fields(
+    results: list[RequestResult],
+    requested: int | None,
+    tokens_per_image: Mapping[str, int] | None,
+    chat_template_tokens: int | None,
+) -> dict[str, Any]:
+    """Requested vs actual prompt tokens of one point, split into text and image where the probe measured them.
+
+    Text tokens per request = usage.prompt_tokens - its image tokens - the chat template's tokens; with the
+    template's share unknown (no tokenizer), it stays in the text count, so a mismatch then also shows the template.
+    """
+    fields: dict[str, Any] = {"requested_input_tokens": requested, "mean_text_input_tokens": None,
+                              "mean_image_input_tokens": None, "input_tokens_deviation": None,
+                              "input_tokens_mismatch": False}
+    counted = [r for r in results if r.success and r.prompt_tokens is not None]
+    if not counted:
+        return fields
+    images = [image_tokens_of(r, tokens_per_image or {}) if r.image_sizes else 0 for r in counted]
+    if any(n is None for n in images):
+        return fields  # an image size the probe did not measure: text and image cannot be told apart
+    template = chat_template_tokens or 0
+    text = [r.prompt_tokens - n - template for r, n in zip(counted, images, strict=True)]  # type: ignore[operator]
+    fields["mean_image_input_tokens"] = float(np.mean(images))
+    fields["mean_text_input_tokens"] = float(np.mean(text))
+    if requested:
+        deviation = fields["mean_text_input_tokens"] / requested - 1.0
+        fields["input_tokens_deviation"] = deviation
+        fields["input_tokens_mismatch"] = abs(deviation) > INPUT_TOKENS_TOLERANCE
+    return fields
+
+
 def point_meets_slo(metrics: Mapping[str, Any], slo: Mapping[str, float]) -> bool:
     """Every SLO statistic present and within its limit, and no failed request (a failure cannot meet an SLO)."""
     if metrics.get("completed", 0) == 0 or metrics.get("failed", 0) > 0:

@@ -24,6 +24,7 @@ CSV_LEAD_COLUMNS = [
     "median_ttft_ms", "p95_ttft_ms", "p99_ttft_ms", "median_tpot_ms", "p95_tpot_ms", "median_itl_ms",
     "median_e2el_ms", "p95_e2el_ms", "images_per_s", "image_token_share", "mm_cache_hit_rate",
     "prefix_cache_hit_rate", "max_kv_cache_usage_perc", "num_preemptions", "meets_slo", "incomplete",
+    "requested_input_tokens", "mean_text_input_tokens", "mean_image_input_tokens", "input_tokens_mismatch",
 ]
 
 
@@ -35,9 +36,13 @@ def csv_path_for(profile_path: Path) -> Path:
     return profile_path.with_suffix(".csv")
 
 
+# Measured facts about the server may be refilled on resume; the requested workload (how prompts are sized included)
+# may not change.
+MEASURED_WORKLOAD_FIELDS = {"image_tokens_per_image", "chat_template_tokens", "tokenizer_special_tokens"}
+
+
 def _comparable_workload(profile: BenchmarkProfile) -> dict[str, Any]:
-    # Measured facts (per-image token counts) may be refilled on resume; the requested workload may not change.
-    return profile.workload.model_dump(exclude={"image_tokens_per_image"})
+    return profile.workload.model_dump(exclude=MEASURED_WORKLOAD_FIELDS)
 
 
 class ProfileWriter:
@@ -56,7 +61,7 @@ class ProfileWriter:
             if _comparable_workload(existing) != _comparable_workload(fresh):
                 raise ContractError(
                     f"{path}: --resume needs the same workload as the saved profile "
-                    f"(saved {existing.workload.model_dump_json(exclude={'image_tokens_per_image'})})"
+                    f"(saved {existing.workload.model_dump_json(exclude=MEASURED_WORKLOAD_FIELDS)})"
                 )
             existing.points = [p for p in existing.points if not p.incomplete]
             existing.complete = False

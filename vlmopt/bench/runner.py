@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import numpy as np
 
 from vlmopt.schemas.common import Provenance, utc_now_iso
 from vlmopt.schemas.profile import (
@@ -38,15 +39,17 @@ from .client import ChatClient, RequestResult
 from .gpu_sampler import GpuSampler, GpuStats, energy_per_output_token
 from .images import ImagePlanner, warmup_planner
 from .loadgen import PointAborted, PointInterrupted, PointRun, run_point
-from .metrics import compute_point_metrics
+from .metrics import compute_point_metrics, input_token_fields
 from .process_cpu import ServerCpu
 from .profile_writer import ProfileWriter
 from .scrape import MetricsScraper, summarize
 from .sweep import Observation, capacity_summary, next_concurrency
 from .targets import BenchTarget
-from .workload import RequestSpec, load_dataset, load_token_counter, synthetic_requests
+from .tokens import select_token_counter
+from .workload import PromptSizer, RequestSpec, load_dataset, synthetic_requests
 
 PROBE_MAX_SIZES = 8
+PROBE_TEXT_TOKENS = 16
 
 # Set by a campaign job (vlmopt/campaign/command.py) to '<campaign>/<job>'; recorded in the profile.
 CAMPAIGN_JOB_ENV = "VLMOPT_CAMPAIGN_JOB"
@@ -108,6 +111,10 @@ class BenchOptions:
     # Host-side costs for the performance model (bench/host_costs.py): the processor timed in the serve env while the
     # server starts, and text-only vs image requests one at a time. A few seconds; --no-host-costs skips them.
     host_costs: bool = True
+    # Size prompts with this tokenizer folder (--tokenizer, a hub id already resolved to the cache) instead of the
+    # served model's own (model folder or the server's /tokenize).
+    tokenizer: Path | None = None
+    tokenizer_label: str | None = None
 
 
 class Progress(Protocol):
@@ -178,10 +185,10 @@ class RequestFactory:
     """Request specs for one point: fresh prompts and images per point (and per run), so neither a previous
     point nor a previous run on the same warm server can hit the prefix or multimodal cache by accident."""
 
-    def __init__(self, opts: BenchOptions, run_id: str, count_tokens: Callable[[str], int] | None) -> None:
+    def __init__(self, opts: BenchOptions, run_id: str, sizer: PromptSizer) -> None:
         self.opts = opts
         self.run_id = run_id
-        self.count_tokens = count_tokens
+        self.sizer = sizer
         self.dataset = load_dataset(opts.dataset, opts.output_tokens) if opts.dataset else None
 
     def for_point(self, label: str) -> Callable[[int], RequestSpec]:
@@ -200,7 +207,7 @@ class RequestFactory:
                     synthetic_requests(
                         1, input_tokens=opts.input_tokens, output_tokens=opts.output_tokens,
                         images_per_request=opts.images_per_request, planner=planner, seed=seed,
-                        count_tokens=self.count_tokens, start_index=len(cache),
+                        sizer=self.sizer, start_index=len(cache),
                     )
                 )
             return cache[index]
@@ -221,24 +228,31 @@ class RequestFactory:
         return list(dict.fromkeys(sizes))[:PROBE_MAX_SIZES]
 
 
-async def warm_up(client: ChatClient, opts: BenchOptions, count_tokens: Callable[[str], int] | None,
-                  sizes: list[tuple[int, int]]) -> dict[str, int]:
+async def warm_up(client: ChatClient, opts: BenchOptions, sizer: PromptSizer,
+                  sizes: list[tuple[int, int]]) -> tuple[dict[str, int], int | None]:
     """Warm-up requests with their own images (never counted), then measure image tokens per image size as
-    usage.prompt_tokens(text + one image) - usage.prompt_tokens(same text alone)."""
+    usage.prompt_tokens(text + one image) - usage.prompt_tokens(same text alone), and the chat template's tokens as
+    usage.prompt_tokens(text alone) - the tokenizer's count of that text (None without a tokenizer)."""
     planner = warmup_planner(sizes or [(56, 56)], opts.seed, opts.image_style)
     warm = synthetic_requests(
         opts.warmup, input_tokens=opts.input_tokens, output_tokens=min(opts.output_tokens, 8),
         images_per_request=opts.images_per_request if sizes else 0, planner=planner, seed=opts.seed + 1,
-        count_tokens=count_tokens,
+        sizer=sizer,
     )
     failures = [r for r in await asyncio.gather(*(client.send(s) for s in warm)) if not r.success]
     if warm and len(failures) == len(warm):
         raise BenchmarkFailed(f"every warm-up request failed; first error: {failures[0].error}")
     tokens: dict[str, int] = {}
-    text = RequestSpec(index=-1, prompt="Describe the picture.", max_tokens=1)
+    # The probe's text is made like the measured prompts' (same words), so that how its first word merges with the
+    # chat template's last characters (e.g. "USER: " + "the" -> " the") is the same as theirs.
+    probe_text = sizer.prompt(np.random.default_rng([opts.seed, 11]), PROBE_TEXT_TOKENS)
+    text = RequestSpec(index=-1, prompt=probe_text, max_tokens=1)
     plain = await client.send(text)
     if not plain.success or plain.prompt_tokens is None:
-        return tokens
+        return tokens, None
+    template = None
+    if sizer.counter is not None:
+        template = plain.prompt_tokens - sizer.counter.count(text.prompt) - sizer.special_tokens
     for width, height in sizes[:PROBE_MAX_SIZES]:
         image = planner.next_image()
         probe = RequestSpec(index=-1, prompt=text.prompt, images=[image.data_url], image_sizes=[image.size_label],
@@ -246,12 +260,14 @@ async def warm_up(client: ChatClient, opts: BenchOptions, count_tokens: Callable
         with_image = await client.send(probe)
         if with_image.success and with_image.prompt_tokens is not None:
             tokens[f"{width}x{height}"] = with_image.prompt_tokens - plain.prompt_tokens
-    return tokens
+    return tokens, template
 
 
 def build_point(run: PointRun, opts: BenchOptions, tokens_per_image: dict[str, int], server_fields: dict[str, Any],
-                gpu: GpuStats, started_iso: str) -> LoadPoint:
+                gpu: GpuStats, started_iso: str, chat_template_tokens: int | None = None) -> LoadPoint:
     metrics = compute_point_metrics(run.results, run.duration, opts.slo, tokens_per_image)
+    metrics.update(input_token_fields(run.results, None if opts.dataset else opts.input_tokens, tokens_per_image,
+                                      chat_template_tokens))
     load = run.load
     gpu_fields = gpu.as_fields()
     point = LoadPoint(
@@ -306,25 +322,30 @@ async def measure_point(
     server_fields.pop("metrics_samples", None)
     completed = sum(1 for r in run.results if r.success)
     server_fields.update(process_cpu.point_fields(cpu_before, cpu_after, completed, run.duration))
-    point = build_point(run, opts, tokens_per_image, server_fields, gpu_stats, started_iso)
+    point = build_point(run, opts, tokens_per_image, server_fields, gpu_stats, started_iso,
+                        writer.profile.workload.chat_template_tokens)
     writer.add_point(point, [r.to_record(run.started) for r in run.results])
     progress.point_done(point)
+    if point.input_tokens_mismatch:
+        progress.message(f"warning: {load.label} sent {point.mean_text_input_tokens:.1f} text tokens per request, "
+                         f"not the {point.requested_input_tokens} asked for (prompts sized by "
+                         f"{writer.profile.workload.prompt_tokenizer}); point marked input_tokens_mismatch")
     if failure is not None:
         raise failure
     return point
 
 
 async def run_loads(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWriter, progress: Progress,
-                    count_tokens: Callable[[str], int] | None,
-                    processor_probe: host_costs.ProcessorProbe | None = None) -> None:
-    factory = RequestFactory(opts, writer.profile.run_id, count_tokens)
+                    sizer: PromptSizer, processor_probe: host_costs.ProcessorProbe | None = None) -> None:
+    factory = RequestFactory(opts, writer.profile.run_id, sizer)
     async with ChatClient(
         endpoint.base_url, endpoint.model_name, timeout_s=opts.request_timeout_s,
         stall_timeout_s=opts.stall_timeout_s, ignore_eos=opts.ignore_eos, temperature=opts.temperature,
     ) as client, aiohttp.ClientSession() as session:
         progress.message(f"warming up ({opts.warmup} requests) and measuring image tokens per image size")
-        tokens = await warm_up(client, opts, count_tokens, factory.probe_sizes())
+        tokens, template = await warm_up(client, opts, sizer, factory.probe_sizes())
         writer.profile.workload.image_tokens_per_image = tokens
+        writer.profile.workload.chat_template_tokens = template
         writer.save()
         server_probe, probe_s = None, 0.0
         if opts.host_costs:
@@ -333,7 +354,7 @@ async def run_loads(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWrite
             sizes = factory.probe_sizes()
             server_probe = await host_costs.probe_server(
                 client, sizes[0] if sizes else None, opts.input_tokens, min(opts.output_tokens, 16),
-                opts.image_style, count_tokens, opts.seed,
+                opts.image_style, sizer, opts.seed,
                 cpu=ServerCpu(endpoint.server_pid) if endpoint.server_pid else None)
             probe_s = time.perf_counter() - started
 
@@ -364,15 +385,20 @@ async def run_loads(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWrite
 
 
 def new_profile(target: BenchTarget, device: DeviceInfo, engine: EngineInfo, opts: BenchOptions,
-                path: Path) -> BenchmarkProfile:
+                path: Path, sizer: PromptSizer | None = None) -> BenchmarkProfile:
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     started = utc_now_iso()
     # A campaign job names itself (vlmopt/campaign): the profile then says which job measured it.
     job = os.environ.get(CAMPAIGN_JOB_ENV) or None
     source = f"vlmopt benchmark run {run_id} ({path.name})" + (f" in job {job}" if job else "")
+    workload = workload_spec(opts)
+    if sizer is not None and not opts.dataset:
+        workload.prompt_tokenizer = sizer.source
+        workload.tokenizer_special_tokens = sizer.special_tokens if sizer.exact else None
     return BenchmarkProfile(
-        model=target.model, variant=target.variant, variant_method=target.method, variant_scheme=target.scheme,
-        manifest=target.manifest, device=device, engine=engine, workload=workload_spec(opts), run_id=run_id,
+        model=target.model, model_hub=target.hub, variant=target.variant, variant_method=target.method,
+        variant_scheme=target.scheme, manifest=target.manifest, device=device, engine=engine, workload=workload,
+        run_id=run_id,
         started=started,
         client=ClientInfo(event_loop=event_loop.loop_choice(), metrics_interval_s=opts.metrics_interval_s),
         provenance=Provenance(kind="measured", source=source, date=started[:10]),
@@ -414,17 +440,17 @@ def benchmark_target(target: BenchTarget, opts: BenchOptions, progress: Progress
             device = device.model_copy(update={"name": opts.device_name, "catalog_id": None})
     path = profile_path_for(opts, target, device)
     progress.variant_started(target, path)
-    count_tokens = load_token_counter(target.model_path) if target.model_path else None
 
     if target.endpoint:
         served = check_endpoint(target.endpoint)
         if served and target.served_name not in served:
             raise BenchmarkFailed(f"endpoint {target.endpoint} does not serve {target.served_name!r} "
                                   f"(it serves {', '.join(served)})")
+        sizer = _prompt_sizer(target, opts, progress)
         engine = EngineInfo(name="openai-compatible", version="unknown", endpoint=target.endpoint)
-        writer = ProfileWriter.open(path, new_profile(target, device, engine, opts, path), opts.resume)
+        writer = ProfileWriter.open(path, new_profile(target, device, engine, opts, path, sizer), opts.resume)
         endpoint = Endpoint(target.endpoint, target.served_name or target.variant, engine, _liveness(None, cancel))
-        _run_and_finish(endpoint, opts, writer, progress, count_tokens, _start_processor_probe(target, opts))
+        _run_and_finish(endpoint, opts, writer, progress, sizer, _start_processor_probe(target, opts))
         return path
 
     from .server import ServerError, VllmServer
@@ -434,6 +460,7 @@ def benchmark_target(target: BenchTarget, opts: BenchOptions, progress: Progress
     if reason:
         skip = record_unservable(target, opts, device, reason, path)
         raise BenchmarkFailed(f"not benchmarked on this machine: {reason} (recorded in {skip})")
+    sizer = _prompt_sizer(target, opts, progress)
     args = server_args_for(target, opts)
     env = {"CUDA_VISIBLE_DEVICES": visible_devices} if visible_devices else {}
     log_dir = opts.out_dir / target.model / "logs"
@@ -442,13 +469,13 @@ def benchmark_target(target: BenchTarget, opts: BenchOptions, progress: Progress
     try:
         with VllmServer(args, log_dir=log_dir, startup_timeout_s=opts.startup_timeout_s, env=env) as server:
             engine = EngineInfo(name="vllm", version=server.version, server_args=server.args)
-            writer = ProfileWriter.open(path, new_profile(target, device, engine, opts, path), opts.resume)
+            writer = ProfileWriter.open(path, new_profile(target, device, engine, opts, path, sizer), opts.resume)
             writer.profile.engine = engine  # resume: the args of this run are the ones that matter now
             writer.profile.server_log = str(server.log_path)
             endpoint = Endpoint(server.base_url, server.model_name, engine, _liveness(server.check_alive, cancel),
                                 str(server.log_path), server.pgid)
             progress.message(f"vLLM up at {server.base_url} after {server.startup_s or 0:.0f} s")
-            _run_and_finish(endpoint, opts, writer, progress, count_tokens, probe)
+            _run_and_finish(endpoint, opts, writer, progress, sizer, probe)
     except ServerError as exc:
         raise BenchmarkFailed(str(exc)) from None
     finally:
@@ -500,6 +527,23 @@ def record_unservable(target: BenchTarget, opts: BenchOptions, device: DeviceInf
     return path
 
 
+def _prompt_sizer(target: BenchTarget, opts: BenchOptions, progress: Progress) -> PromptSizer:
+    """Prompts sized in the served model's own tokenizer; a loud note when there is none to be had."""
+    if opts.dataset:
+        return PromptSizer(None)  # a dataset's prompts are sent as written
+    counter = select_token_counter(
+        tokenizer=opts.tokenizer, tokenizer_label=opts.tokenizer_label, model_path=target.model_path,
+        model_label=target.hub_label, endpoint=target.endpoint, served_name=target.served_name)
+    sizer = PromptSizer(counter)
+    if sizer.exact:
+        progress.message(f"prompts sized with the {sizer.source}")
+    else:
+        progress.message("warning: no tokenizer for the served model (no /tokenize on the server, no --tokenizer): "
+                         "prompts are sized by words and may be far off --input-tokens; each point records "
+                         "the tokens actually sent")
+    return sizer
+
+
 def server_args_for(target: BenchTarget, opts: BenchOptions) -> ServerArgs:
     images = opts.images_per_request
     if opts.dataset:
@@ -515,10 +559,10 @@ def server_args_for(target: BenchTarget, opts: BenchOptions) -> ServerArgs:
 
 
 def _run_and_finish(endpoint: Endpoint, opts: BenchOptions, writer: ProfileWriter, progress: Progress,
-                    count_tokens: Callable[[str], int] | None,
+                    sizer: PromptSizer | None = None,
                     processor_probe: host_costs.ProcessorProbe | None = None) -> None:
     try:
-        event_loop.run(run_loads(endpoint, opts, writer, progress, count_tokens, processor_probe))
+        event_loop.run(run_loads(endpoint, opts, writer, progress, sizer or PromptSizer(None), processor_probe))
     except PointAborted as exc:
         if isinstance(exc.cause, UserCancelled):
             writer.set_capacity(capacity_summary(writer.profile.points, opts.slo, "partial: interrupted"))

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmopt.schemas.common import ContractError, load_model
+from vlmopt.schemas.common import ContractError, HubReference, load_model
 from vlmopt.schemas.manifest import VariantManifest
 
 
@@ -21,6 +21,11 @@ class BenchTarget:
     manifest: str | None = None
     endpoint: str | None = None
     served_name: str | None = None
+    hub: HubReference | None = None  # the (base) model's hub repo and commit, when it was given as a hub id
+
+    @property
+    def hub_label(self) -> str | None:
+        return f"{self.hub.repo_id}@{self.hub.revision[:12]}" if self.hub else None
 
 
 def _slug(text: str) -> str:
@@ -58,7 +63,8 @@ def from_manifest(path: Path, wanted: list[str] | None) -> list[BenchTarget]:
         unknown = [w for w in wanted if w not in names]
         if unknown:
             raise ContractError(f"{path}: --variant {unknown[0]!r} not in the manifest (have {', '.join(names)})")
-    model = _slug(Path(manifest.base_model).name)
+    hub = manifest.base_model_hub
+    model = _slug(hub.repo_id.split("/")[-1] if hub else Path(manifest.base_model).name)
     targets = []
     for variant in manifest.variants:
         if wanted and variant.name not in wanted:
@@ -67,22 +73,35 @@ def from_manifest(path: Path, wanted: list[str] | None) -> list[BenchTarget]:
         if not (ckpt / "config.json").is_file():
             raise ContractError(f"{path}: variants.{variant.name}.path: no checkpoint at {ckpt}")
         targets.append(
-            BenchTarget(variant.name, model, variant.method, variant.scheme, ckpt, manifest=str(path.resolve()))
+            BenchTarget(variant.name, model, variant.method, variant.scheme, ckpt, manifest=str(path.resolve()),
+                        hub=hub)
         )
     return targets
 
 
-def from_model_folder(path: Path) -> BenchTarget:
+def from_model_folder(path: Path, hub: HubReference | None = None) -> BenchTarget:
     method, scheme = checkpoint_quantization(path)
-    name = _slug(path.resolve().name)
-    return BenchTarget(variant=name, model=name, method=method, scheme=scheme, model_path=path.resolve())
+    name = _slug(hub.repo_id.split("/")[-1] if hub else path.resolve().name)  # a snapshot folder is a commit hash
+    return BenchTarget(variant=name, model=name, method=method, scheme=scheme, model_path=path.resolve(), hub=hub)
 
 
 def resolve_targets(source: str | None, wanted: list[str] | None = None) -> list[BenchTarget]:
-    """A manifest file, a folder holding manifest.json, or a model folder with config.json."""
+    """A manifest file, a folder holding manifest.json, a model folder with config.json, or a hub id (a model
+    folder from the Hugging Face cache, vlmopt.hub)."""
     if not source:
-        raise ContractError("give a manifest, a model folder, or --endpoint URL --model NAME")
+        raise ContractError("give a manifest, a model folder, a hub id, or --endpoint URL --model NAME")
     path = Path(source)
+    if not path.exists():
+        from vlmopt.hub import ModelNotFound, looks_like_hub_id, resolve_model
+
+        if looks_like_hub_id(source):
+            try:
+                ref = resolve_model(source, what="SOURCE")
+            except ModelNotFound as exc:
+                raise ContractError(str(exc)) from None
+            if wanted:
+                raise ContractError(f"{source}: --variant applies to a manifest, not to a model")
+            return [from_model_folder(ref.path, ref.hub)]
     if path.is_dir() and (path / "manifest.json").is_file():
         path = path / "manifest.json"
     if path.is_file():
@@ -93,7 +112,7 @@ def resolve_targets(source: str | None, wanted: list[str] | None = None) -> list
         return [from_model_folder(path)]
     if path.exists():
         raise ContractError(f"{path}: neither a manifest.json nor a model folder with config.json")
-    raise ContractError(f"{path}: not found")
+    raise ContractError(f"{path}: not found (no such file or folder, and not a hub id of the form org/name)")
 
 
 def endpoint_target(endpoint: str, model: str, label: str | None = None) -> BenchTarget:

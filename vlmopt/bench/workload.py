@@ -1,16 +1,17 @@
 """Request specs: what each benchmark request asks for (text, images, output length).
 
-Two sources: synthetic (text sized to a token count, synthetic images from images.py) or a user's JSONL dataset
-(one request per line, the shape of vLLM's `custom_image` dataset, research/benchmark.md §1.4).
+Two sources: synthetic (text sized to a token count in the served model's tokenizer, synthetic images from
+images.py) or a user's JSONL dataset (one request per line, the shape of `vllm bench serve`'s `custom_image` dataset,
+vllm/benchmarks/datasets/datasets.py `CustomImageDataset`).
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
@@ -19,16 +20,19 @@ from vlmopt.schemas.common import ContractError, StrictModel, format_validation_
 
 from .images import ImagePlanner, to_data_url
 
-TokenCounter = Callable[[str], int]
+if TYPE_CHECKING:
+    from .tokens import TokenCounter
 
-# Plain words a byte-level BPE tokenizes into about one token each; random order keeps prompts distinct, so the
-# prefix cache cannot share work between requests (the same reason vLLM's random datasets use random token ids).
+# Plain words; random order keeps prompts distinct, so the prefix cache cannot share work between requests (the same
+# reason vLLM's random datasets use random token ids). Their cost in tokens is measured in the served model's own
+# tokenizer (PromptSizer), never assumed.
 _WORD_TEXT = (
     "the a one two red green blue small large cat dog bird car tree house river road sky cloud sun moon street "
     "window door table chair image picture photo shows there is are of in on at with near under above left right "
     "top bottom color shape square circle line light shadow morning evening night day water field city people"
 )
 _WORDS = _WORD_TEXT.split()
+WORDS_SOURCE = "words (no tokenizer: about one token per word assumed)"
 
 
 @dataclass
@@ -45,23 +49,86 @@ class RequestSpec:
         return len(self.images)
 
 
-def words_to_tokens(words: list[str], target: int, count: TokenCounter | None) -> str:
-    """The longest prefix of `words` whose token count is <= target (all of it measured by `count` when given)."""
-    if count is None:
-        return " ".join(words[:target])
-    low, high = 1, min(len(words), target * 2)
-    while low < high:  # binary search: token counts grow monotonically with the number of words
-        mid = (low + high + 1) // 2
-        if count(" ".join(words[:mid])) <= target:
-            low = mid
+class PromptSizer:
+    """Random prompts of an exact number of tokens in the served model's tokenizer.
+
+    `input_tokens` means what `vllm bench serve --random-input-len` means (vllm/benchmarks/datasets/datasets.py,
+    RandomDataset): the prompt as the tokenizer alone encodes it, its own special tokens (BOS...) included; the chat
+    template's tokens and the image tokens come on top. So the text gets `input_tokens - special_tokens` tokens.
+
+    Each word's cost (first word, and later words with their leading space) is measured once with the counter, then
+    prompts are assembled to the exact total. A local tokenizer re-counts every prompt and corrects it (cheap); a
+    server's /tokenize is checked on sample prompts and re-counts every prompt only if the sum of word costs missed.
+    Without a counter, prompts are one word per requested token: a guess that the per-point check will flag.
+    """
+
+    SAMPLE_TARGETS = (16, 64)
+
+    def __init__(self, counter: TokenCounter | None, recount_each: bool | None = None) -> None:
+        self.counter = counter
+        self.source = counter.source if counter is not None else WORDS_SOURCE
+        self.special_tokens = counter.special_tokens if counter is not None else 0
+        self._first: dict[str, int] = {}
+        self._next: dict[str, int] = {}
+        if counter is None:
+            self.recount_each = False
+            return
+        self._first = {word: counter.count(word) for word in _WORDS}
+        self._next = {word: counter.count(" " + word) for word in _WORDS}
+        self._filler = min(_WORDS, key=lambda word: (self._next[word], word))
+        if recount_each is None:
+            self.recount_each = False
+            rng = np.random.default_rng(0)
+            samples = [(target, self._assemble(rng, target)) for target in self.SAMPLE_TARGETS]
+            self.recount_each = any(counter.count(text) != target for target, text in samples)
         else:
-            high = mid - 1
-    return " ".join(words[:low])
+            self.recount_each = recount_each
 
+    @property
+    def exact(self) -> bool:
+        return self.counter is not None
 
-def sized_prompt(rng: np.random.Generator, input_tokens: int, count: TokenCounter | None) -> str:
-    words = [_WORDS[i] for i in rng.integers(len(_WORDS), size=max(2 * input_tokens, 2))]
-    return words_to_tokens(words, max(input_tokens, 1), count)
+    def text_tokens(self, input_tokens: int) -> int:
+        return max(input_tokens - self.special_tokens, 1)
+
+    def prompt(self, rng: np.random.Generator, input_tokens: int) -> str:
+        target = self.text_tokens(input_tokens)
+        if self.counter is None:
+            return " ".join(_WORDS[i] for i in rng.integers(len(_WORDS), size=target))
+        text = self._assemble(rng, target)
+        return self._recount(text, target) if self.recount_each else text
+
+    def _assemble(self, rng: np.random.Generator, target: int) -> str:
+        words: list[str] = []
+        total = 0
+        while total < target:
+            costs = self._next if words else self._first
+            remaining = target - total
+            fitting = [word for word in _WORDS if 0 < costs[word] <= remaining]
+            if not fitting:
+                break
+            word = fitting[int(rng.integers(len(fitting)))]
+            words.append(word)
+            total += costs[word]
+        return " ".join(words)
+
+    def _recount(self, text: str, target: int) -> str:
+        """Trim or pad by whole words until the counter agrees (merges across words can move a count by one)."""
+        assert self.counter is not None
+        words = text.split()
+        best, best_error = text, None
+        for _ in range(8):
+            candidate = " ".join(words)
+            count = self.counter.count(candidate)
+            if best_error is None or abs(count - target) < best_error:
+                best, best_error = candidate, abs(count - target)
+            if count == target:
+                break
+            if count > target and len(words) > 1:
+                words.pop()
+            else:
+                words.append(self._filler)
+        return best
 
 
 def synthetic_requests(
@@ -72,10 +139,12 @@ def synthetic_requests(
     images_per_request: int,
     planner: ImagePlanner | None,
     seed: int = 0,
-    count_tokens: TokenCounter | None = None,
+    sizer: PromptSizer | None = None,
     start_index: int = 0,
 ) -> list[RequestSpec]:
-    """`num` requests of `input_tokens` text tokens (as counted by `count_tokens`, else about one per word)."""
+    """`num` requests of `input_tokens` prompt tokens, sized by `sizer` (PromptSizer: exact in the served model's
+    tokenizer when it has one)."""
+    sizer = sizer or PromptSizer(None)
     rng = np.random.default_rng([seed, start_index, 7])
     specs = []
     for offset in range(num):
@@ -83,7 +152,7 @@ def synthetic_requests(
         specs.append(
             RequestSpec(
                 index=start_index + offset,
-                prompt=sized_prompt(rng, input_tokens, count_tokens),
+                prompt=sizer.prompt(rng, input_tokens),
                 images=[img.data_url for img in images],
                 image_sizes=[img.size_label for img in images],
                 image_keys=[img.key for img in images],
@@ -91,20 +160,6 @@ def synthetic_requests(
             )
         )
     return specs
-
-
-def load_token_counter(model_dir: Path | str) -> TokenCounter | None:
-    """The model's own tokenizer when its folder is local; None otherwise (prompts are then sized by words)."""
-    path = Path(model_dir)
-    if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists():
-        return None
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except Exception:
-        return None
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 # -- dataset JSONL ---------------------------------------------------------------------------------------------------
@@ -175,12 +230,3 @@ def load_dataset(path: Path | str, default_output_tokens: int, limit: int | None
     if not specs:
         raise ContractError(f"{path}: dataset has no requests")
     return specs
-
-
-def cycle_to(specs: list[RequestSpec], num: int) -> list[RequestSpec]:
-    """Repeat a dataset to `num` requests (indices renumbered)."""
-    out = []
-    for i in range(num):
-        src = specs[i % len(specs)]
-        out.append(RequestSpec(i, src.prompt, src.images, src.image_sizes, src.image_keys, src.max_tokens))
-    return out

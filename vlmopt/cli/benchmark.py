@@ -61,6 +61,8 @@ class RichProgress:
             self.progress.stop_task(self._task)
         ttft = getattr(point, "median_ttft_ms", None)
         status = " [yellow](incomplete)[/]" if point.incomplete else ""
+        if getattr(point, "input_tokens_mismatch", False):
+            status += " [yellow](prompt tokens off)[/]"
         self.progress.console.print(
             f"  {self._variant} {point.label}: {point.request_throughput:.2f} req/s, "
             f"{point.output_throughput:.1f} tok/s, TTFT p50 {_ms(ttft)}, failed {point.failed}{status}",
@@ -89,7 +91,8 @@ def summary_table(profile) -> Table:
         get = lambda key, p=p: getattr(p, key, None)  # noqa: E731 - percentile fields are extra keys
         slo = {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[p.meets_slo]
         table.add_row(
-            p.label + (" (incomplete)" if p.incomplete else ""), f"{p.completed}/{p.failed}",
+            p.label + (" (incomplete)" if p.incomplete else "") + (" (tokens off)" if p.input_tokens_mismatch else ""),
+            f"{p.completed}/{p.failed}",
             _rate(p.request_throughput), _rate(p.output_throughput, 1), _ms(get("median_ttft_ms")),
             _ms(get("p95_ttft_ms")), _ms(get("median_tpot_ms")), _ms(get("median_e2el_ms")),
             _rate(p.image_token_share), _rate(p.mm_cache_hit_rate), _rate(p.max_kv_cache_usage_perc), slo,
@@ -104,11 +107,18 @@ def register(app: typer.Typer) -> None:
         "image+text load.",
     )
     def benchmark_cmd(
-        source: str | None = typer.Argument(None, help="variants/<model>/manifest.json, or a model folder"),
+        source: str | None = typer.Argument(
+            None, help="variants/<model>/manifest.json, a model folder, or a hub id (org/name[@revision], from the "
+            "Hugging Face cache; downloaded unless HF_HUB_OFFLINE=1)"),
         variant: list[str] | None = typer.Option(None, "--variant", help="only these variants (repeatable)"),
         endpoint: str | None = typer.Option(None, help="benchmark an external OpenAI-compatible server (URL)"),
         model: str | None = typer.Option(None, "--model", help="model name the --endpoint serves"),
-        input_tokens: int = typer.Option(64, min=1, help="text tokens per request"),
+        tokenizer: str | None = typer.Option(
+            None, "--tokenizer", help="size prompts with this tokenizer (folder or hub id) instead of the served "
+            "model's own (its folder, or the server's /tokenize); for servers without /tokenize"),
+        input_tokens: int = typer.Option(
+            64, min=1, help="prompt tokens per request in the served model's tokenizer, as vllm bench serve's "
+            "--random-input-len (its special tokens included; chat template and image tokens on top)"),
         output_tokens: int = typer.Option(32, min=1, help="output tokens per request (forced with ignore_eos)"),
         images_per_request: int = typer.Option(1, min=0),
         image_size: str = typer.Option("56x56", help="WxH[,WxH...], cycled over image slots"),
@@ -197,6 +207,17 @@ def register(app: typer.Typer) -> None:
             targets = [endpoint_target(endpoint, model)] if endpoint else resolve_targets(source, variant)
         except ContractError as exc:
             fail(str(exc))
+        tokenizer_ref = None
+        if tokenizer:
+            from vlmopt.bench.tokens import local_token_counter
+            from vlmopt.hub import ModelNotFound, resolve_model
+
+            try:
+                tokenizer_ref = resolve_model(tokenizer, what="--tokenizer", files="tokenizer")
+            except ModelNotFound as exc:
+                fail(str(exc))
+            if local_token_counter(tokenizer_ref.path) is None:
+                fail(f"--tokenizer {tokenizer}: no loadable tokenizer in {tokenizer_ref.path}")
         device_list = [d.strip() for d in devices.split(",") if d.strip()] if devices else []
         if device_list and endpoint:
             fail("--devices applies to servers vlmopt starts, not to --endpoint")
@@ -210,6 +231,8 @@ def register(app: typer.Typer) -> None:
             stall_timeout_s=stall_timeout, ignore_eos=not no_ignore_eos, max_model_len=max_model_len,
             max_num_seqs=max_num_seqs, extra_server_args=list(server_arg or []), metrics_interval_s=metrics_interval,
             startup_timeout_s=startup_timeout, device_name=device_name, host_costs=not no_host_costs,
+            tokenizer=tokenizer_ref.path if tokenizer_ref else None,
+            tokenizer_label=tokenizer_ref.label if tokenizer_ref else None,
         )
 
         # -- run ---------------------------------------------------------------------------------------------

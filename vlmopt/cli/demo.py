@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._common import DATA_DIR_HELP, EXIT_FAILED, console, fail, use_data_dir
+from ._common import DATA_DIR_HELP, EXIT_FAILED, console, err_console, fail, use_data_dir
 
 
 class RichDemoUI:
@@ -78,11 +78,17 @@ def register(app: typer.Typer) -> None:
             fail("--num-prompts and --output-tokens must be >= 1")
         options = DemoOptions(out_dir=out, methods=methods, concurrency=levels, num_prompts=num_prompts,
                               output_tokens=output_tokens, skip_benchmark=skip_benchmark, force=force)
+        from ._capture import captured_library_output
         from .quantize import quiet_quantize_libraries
 
-        quiet_quantize_libraries()  # llm-compressor's and tqdm's own output would drown the demo's progress
+        # llm-compressor's, torch's and tqdm's own output would drown the demo's progress: it goes to a log file.
+        library_log = Path(out).expanduser().resolve() / "logs" / "libraries.log"
         try:
-            summary = run_demo(options, RichDemoUI())
+            with captured_library_output(library_log, console, err_console):
+                quiet_quantize_libraries(library_log)
+                summary = run_demo(options, RichDemoUI())
+            console.print(f"[dim]library output (progress, warnings): {library_log}[/]", highlight=False,
+                          soft_wrap=True)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/]; what was done is in {out / 'demo-summary.json'}")
             raise typer.Exit(130) from None

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from vlmopt.machine import cpu_model_name
-from vlmopt.schemas import ContractError, VariantManifest, load_model, save_model, utc_now_iso
+from vlmopt.schemas import ContractError, HubReference, VariantManifest, load_model, save_model, utc_now_iso
 from vlmopt.schemas.manifest import RejectedVariant, Variant
 
 from .errors import QuantizeInputError
@@ -67,8 +67,10 @@ def baseline_entry(folder: ModelFolder, manifest_dir: Path) -> Variant:
     )
 
 
-def start_manifest(folder: ModelFolder, existing: VariantManifest | None, manifest_dir: Path) -> VariantManifest:
-    """A manifest holding the baseline plus every variant of a previous run that is still on disk."""
+def start_manifest(folder: ModelFolder, existing: VariantManifest | None, manifest_dir: Path,
+                   hub: HubReference | None = None) -> VariantManifest:
+    """A manifest holding the baseline plus every variant of a previous run that is still on disk. `hub`: the repo and
+    commit the bf16 model came from, when it was given as a hub id."""
     if existing is not None and existing.architecture != folder.architecture:
         raise QuantizeInputError(f"{manifest_dir / MANIFEST_NAME} belongs to a {existing.architecture} model, not "
                                  f"{folder.architecture}; use another --out")
@@ -76,6 +78,7 @@ def start_manifest(folder: ModelFolder, existing: VariantManifest | None, manife
             and (manifest_dir / v.path).is_dir()]
     return VariantManifest(
         base_model=str(folder.path),
+        base_model_hub=hub,
         architecture=folder.architecture,
         model_type=folder.model_type,
         created=utc_now_iso(),

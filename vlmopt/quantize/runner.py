@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlmopt.atomic import FolderNotOursError, atomic_folder, remove_stale_staging
-from vlmopt.schemas import Provenance, VariantManifest, utc_now_iso
+from vlmopt.schemas import HubReference, Provenance, VariantManifest, utc_now_iso
 from vlmopt.schemas.manifest import Calibration, Fidelity, RejectedVariant, Variant
 
 from . import manifest as manifest_io
 from .calibration import CalibrationSource, build_dataset, heldout_samples, load_samples, make_collator
-from .cpu_workarounds import awq_pin_memory_workaround
+from .cpu_workarounds import awq_pin_memory_workaround, bf16_matmul_in_fp32, one_thread_for_small_matrices
 from .errors import QuantizeInputError, VariantFailed, VariantRejected
 from .fidelity import FidelityResult, build_probes, compare, next_token_logprobs
 from .ignore_rules import IgnorePlan, resolve_ignore, vision_patterns
@@ -28,7 +28,7 @@ from .layers import LinearLayer, check_group_size, linear_inventory, sequential_
 from .loading import ModelFolder, image_token_id, inspect_model_dir, load_model, load_processor
 from .measure import PeakMemory
 from .output import check_disk_space
-from .recipes import MethodSpec, build_recipe, recipe_kwargs
+from .recipes import MethodSpec, awq_grid_points, build_recipe, recipe_kwargs
 from .safetensors_index import checkpoint_tensors, weights_bytes
 from .size_estimate import estimate_variant_bytes
 from .verify import verify_variant
@@ -56,6 +56,13 @@ class QuantizeRequest:
     force: bool = False
     name_suffix: str = ""
     heldout_prompts: int = HELDOUT_PROMPTS
+    # Set when the model was given as a hub id (vlmopt.hub.resolve_model): `model_dir` is then the cached snapshot,
+    # whose folder name is a commit hash, so outputs are named after the repo instead.
+    hub: HubReference | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.hub.repo_id.split("/")[-1] if self.hub else Path(self.model_dir).expanduser().resolve().name
 
 
 Status = Literal["created", "skipped", "rejected", "failed"]
@@ -118,9 +125,11 @@ def run_quantize(request: QuantizeRequest, report: Reporter = _quiet) -> Quantiz
         raise QuantizeInputError("--max-kl must be >= 0")
     if request.name_suffix and not request.name_suffix.replace("-", "").replace("_", "").isalnum():
         raise QuantizeInputError("--suffix may only contain letters, digits, '-' and '_'")
+    if any(spec.method == "awq" for spec in request.methods):
+        awq_grid_points()  # a bad $VLMOPT_AWQ_GRID is bad input: refused before anything is written
     plan = resolve_ignore(folder.config, request.ignore)
     warnings = list(plan.warnings)
-    model_out = Path(request.out_dir).expanduser().resolve() / folder.name
+    model_out = Path(request.out_dir).expanduser().resolve() / request.model_name
     manifest_path = model_out / manifest_io.MANIFEST_NAME
     existing = manifest_io.load_existing(manifest_path)
 
@@ -142,7 +151,7 @@ def run_quantize(request: QuantizeRequest, report: Reporter = _quiet) -> Quantiz
         check_disk_space(model_out, needed)
 
     prepared = _prepare(request, folder, plan, todo, report) if todo else None
-    manifest = manifest_io.start_manifest(folder, existing, model_out)
+    manifest = manifest_io.start_manifest(folder, existing, model_out, request.hub)
     if prepared is None:
         if existing is not None or not manifest_path.exists():
             manifest_io.write(manifest, manifest_path)
@@ -220,7 +229,7 @@ def _produce(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, model_
 
 
 def _quantize_into(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, name: str, staging: Path,
-                   report: Reporter) -> tuple[FidelityResult, float, Any]:
+                   report: Reporter) -> tuple[FidelityResult, tuple[float, float], Any]:
     from llmcompressor import oneshot
     from loguru import logger
 
@@ -236,14 +245,14 @@ def _quantize_into(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, 
                           data_collator=make_collator(next(model.parameters()).dtype),
                           max_seq_length=request.max_seq_len, shuffle_calibration_samples=False)
         report(name, f"oneshot {spec.scheme}" + (f" on {prep.calib_samples} samples" if spec.needs_calibration else ""))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
-            with awq_pin_memory_workaround():
+            with awq_pin_memory_workaround(), bf16_matmul_in_fp32(), one_thread_for_small_matrices(model):
                 oneshot(model=model, recipe=recipe, processor=prep.processor, **kwargs)
         except Exception as exc:
             raise VariantFailed(f"llm-compressor oneshot failed: {type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else ''} (log: {name}/quantize.log)") from exc
-        oneshot_s = time.perf_counter() - started
+        oneshot_s = (time.perf_counter() - started, time.process_time() - cpu_started)
 
         report(name, "scoring against bf16 on held-out prompts")
         try:
@@ -305,7 +314,7 @@ def _fidelity(result: FidelityResult, request: QuantizeRequest) -> Fidelity:
 
 def _variant_entry(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, name: str, final: Path,
                    model_out: Path, fidelity: FidelityResult, verification: Any, measured: Any,
-                   oneshot_s: float) -> Variant:
+                   oneshot_s: tuple[float, float]) -> Variant:
     notes = list(verification.notes)
     if prep.dropped:
         notes.append(f"{prep.dropped} calibration samples longer than --max-seq-len were dropped")
@@ -329,7 +338,8 @@ def _variant_entry(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, 
         wall_time_s=round(measured.wall_time_s, 3),
         peak_memory_bytes=measured.peak_memory_bytes,
         peak_memory_kind=measured.peak_memory_kind,
-        oneshot_time_s=round(oneshot_s, 3),
+        oneshot_time_s=round(oneshot_s[0], 3),
+        oneshot_cpu_time_s=round(oneshot_s[1], 3),
         tool_versions=manifest_io.tool_versions(),
         verified=True,
         notes=notes,

@@ -4,6 +4,7 @@ from .catalog import GpuCatalog, GpuSpec, Market, MigGeometry, MigProfileSpec, P
 from .common import (
     SCHEMA_VERSION,
     ContractError,
+    HubReference,
     Provenance,
     StrictModel,
     atomic_write_text,
@@ -40,9 +41,9 @@ from .workload import Constraints, QualityFloor, Service, Slo, Workload
 __all__ = [
     "SCHEMA_VERSION", "Baseline", "BenchmarkProfile", "Calibration", "Candidate", "CapacitySummary", "ClientInfo",
     "Constraints", "ContractError", "CostSummary", "DeviceInfo", "EngineInfo", "Fidelity", "GpuAssignment",
-    "GpuCatalog", "GpuInventory", "GpuSpec", "HostSizing", "InventoryGpu", "Lever", "LoadPoint", "Market",
-    "MigGeometry", "MigInstance", "MigProfileAvailability", "MigProfileSpec", "NodeGroup", "Plan", "PriceCatalog",
-    "PriceEntry",
+    "GpuCatalog", "GpuInventory", "GpuSpec", "HostSizing", "HubReference", "InventoryGpu", "Lever", "LoadPoint",
+    "Market", "MigGeometry", "MigInstance", "MigProfileAvailability", "MigProfileSpec", "NodeGroup", "Plan",
+    "PriceCatalog", "PriceEntry",
     "Provenance", "QualityFloor", "QuantMethod", "QuantScheme", "RejectedVariant", "Replica", "ServerArgs", "Service",
     "ServicePlan", "Slo", "StrictModel", "Variant", "VariantManifest", "Workload", "WorkloadSpec",
     "atomic_write_text", "load_model", "save_model", "utc_now_iso",

@@ -36,6 +36,14 @@ class Provenance(StrictModel):
         return f"{self.kind} ({self.source}{when})"
 
 
+class HubReference(StrictModel):
+    """A model taken from the Hugging Face hub: which repo, and which commit of it was actually used."""
+
+    repo_id: str = Field(description="e.g. Qwen/Qwen2.5-VL-7B-Instruct")
+    revision: str = Field(description="commit hash of the cached snapshot that was used")
+    requested_revision: str | None = Field(default=None, description="branch, tag or commit asked for; None: main")
+
+
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 

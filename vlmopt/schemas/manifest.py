@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .common import SCHEMA_VERSION, Provenance, StrictModel
+from .common import SCHEMA_VERSION, HubReference, Provenance, StrictModel
 
 QuantMethod = Literal["none", "fp8", "int8", "gptq", "awq"]
 QuantScheme = Literal["BF16", "FP8_DYNAMIC", "W8A8", "W4A16", "W4A16_ASYM"]
@@ -47,6 +47,10 @@ class Variant(StrictModel):
     notes: list[str] = Field(default_factory=list)
     peak_memory_kind: str = Field(default="", description="cpu_rss (sampled) | gpu_max_allocated")
     oneshot_time_s: float = Field(default=0.0, ge=0, description="llm-compressor oneshot alone, within wall_time_s")
+    oneshot_cpu_time_s: float | None = Field(
+        default=None, ge=0, description="CPU time of the oneshot, all threads (wall time on a shared machine says "
+        "more about the neighbours than about the method)"
+    )
     ignore_rules: str = Field(default="", description="family rules or the user's --ignore list that were applied")
     vision_intact: bool | None = Field(
         default=None, description="vision tower + projector byte-identical to the bf16 model's (None: not checked)"
@@ -67,6 +71,9 @@ class RejectedVariant(StrictModel):
 class VariantManifest(StrictModel):
     schema_version: int = SCHEMA_VERSION
     base_model: str = Field(description="path or name of the bf16 model")
+    base_model_hub: HubReference | None = Field(
+        default=None, description="set when the bf16 model was given as a hub id: repo and the commit used"
+    )
     architecture: str = Field(description="config.json architectures[0], e.g. LlavaForConditionalGeneration")
     model_type: str = ""
     created: str = ""

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from .common import SCHEMA_VERSION, Provenance, StrictModel
+from .common import SCHEMA_VERSION, HubReference, Provenance, StrictModel
 
 
 class ServerArgs(StrictModel):
@@ -117,6 +117,18 @@ class WorkloadSpec(StrictModel):
         default_factory=dict,
         description="measured: usage.prompt_tokens with one image of that WxH minus without it (warm-up probe)",
     )
+    prompt_tokenizer: str | None = Field(
+        default=None, description="how prompts were sized: the server's /tokenize, a local tokenizer, or words (a "
+        "guess); absent in profiles written before it was recorded"
+    )
+    tokenizer_special_tokens: int | None = Field(
+        default=None, ge=0, description="tokens the tokenizer adds on its own (BOS...); input_tokens includes them, "
+        "as vllm bench serve's --random-input-len does"
+    )
+    chat_template_tokens: int | None = Field(
+        default=None, description="measured: usage.prompt_tokens of a text-only probe minus the tokenizer's count of "
+        "its text (special tokens included): what the chat template adds to every request"
+    )
 
 
 class LoadPoint(StrictModel):
@@ -158,6 +170,23 @@ class LoadPoint(StrictModel):
     in_flight_at_abort: int = 0
     good_fraction: float | None = None
     mean_prompt_tokens: float | None = None
+    requested_input_tokens: int | None = Field(
+        default=None, description="input tokens asked per request (--input-tokens); None for a dataset"
+    )
+    mean_text_input_tokens: float | None = Field(
+        default=None, description="measured: usage.prompt_tokens minus image tokens minus the chat template's tokens, "
+        "mean per completed request (what vllm bench serve counts as input_len)"
+    )
+    mean_image_input_tokens: float | None = Field(
+        default=None, description="image tokens per completed request, from the per-size warm-up probe"
+    )
+    input_tokens_deviation: float | None = Field(
+        default=None, description="mean_text_input_tokens / requested_input_tokens - 1"
+    )
+    input_tokens_mismatch: bool = Field(
+        default=False, description="the text actually sent differs from the request by more than 5%: this point "
+        "measured another workload than the one asked for"
+    )
     mean_num_requests_running: float | None = None
     server_mean_queue_time_ms: float | None = None
     gpu_power_w_mean: float | None = None
@@ -239,6 +268,9 @@ class HostCostMeasurement(StrictModel):
 class BenchmarkProfile(StrictModel):
     schema_version: int = SCHEMA_VERSION
     model: str = Field(description="base model name")
+    model_hub: HubReference | None = Field(
+        default=None, description="the hub repo and commit of the (base) model, when it was given as a hub id"
+    )
     variant: str
     variant_method: str = "none"
     variant_scheme: str = "BF16"
