@@ -42,7 +42,7 @@ def test_server_probe_and_cpu_accounting(tiny_server) -> None:
                               temperature=0.0) as client:
             before = cpu.sample()
             result = await host_costs.probe_server(client, (56, 56), input_tokens=16, output_tokens=8,
-                                                   image_style="photo", count_tokens=None, cpu=cpu)
+                                                   image_style="photo", sizer=None, cpu=cpu)
             return before, result, cpu.sample()
 
     before, server, after = asyncio.run(probe())

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from vlmopt.cli import app
 from vlmopt.hw.catalog import load_gpu_catalog
 from vlmopt.paths import data_file
-from vlmopt.plan.inputs import load_plan_inputs
+from vlmopt.plan.inputs import PlanInputs, PlanningOptions, load_plan_inputs
 from vlmopt.plan.planner import make_plan
 from vlmopt.schemas import BenchmarkProfile, DeviceInfo, EngineInfo, LoadPoint, WorkloadSpec, save_model
 from vlmopt.schemas.catalog import PriceCatalog
@@ -61,8 +61,9 @@ def test_measured_slices_count_for_their_mig_profile_and_name_their_job(profiles
     assert (foreign.device.catalog_id, foreign.device.mig_profile) == ("h100-sxm-80gb", "2g.20gb")
 
     wl = Workload.model_validate(WORKLOAD)
-    plan = make_plan(wl, profiles=inputs.profiles, gpu_catalog=load_gpu_catalog(),
-                     price_catalog=load_model(PriceCatalog, data_file("prices.yaml")), attribute_levers=False)
+    plan = make_plan(PlanInputs(workload=wl, profiles=inputs.profiles, gpu_catalog=load_gpu_catalog(),
+                                price_catalog=load_model(PriceCatalog, data_file("prices.yaml"))),
+                     PlanningOptions(attribute_levers=False))
     by_slice = {c.slice: c for c in plan.candidates if c.market == "on_demand"}
     three, two = by_slice["3g.40gb"], by_slice["2g.20gb"]
     assert three.provenance.kind == "measured" and three.capacity_rps == pytest.approx(4.0)
