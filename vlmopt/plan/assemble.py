@@ -16,18 +16,28 @@ from .placement import PlacedGpu, lay_out_gpus
 from .solve import Solved, spot_replicas, worst_replica_down_probability
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
 def _replica(ctx: Context, gpu: str, slice_name: str, service: str, variant: str, mig_start: int | None) -> Replica:
     e = ctx.eval_of[(service, variant, gpu, slice_name)]
+    cap = e.capacity
     return Replica(
         service=service,
         variant=variant,
         slice=slice_name,
         mig_start=mig_start,
         server_args=e.server_args,
-        capacity_rps=round(e.capacity.capacity_rps, 6),
-        capacity_provenance=e.capacity.provenance,
+        capacity_rps=round(cap.capacity_rps, 6),
+        capacity_provenance=cap.provenance,
+        capacity_low_rps=_rounded(cap.low_rps),
+        capacity_high_rps=_rounded(cap.high_rps),
+        capacity_band=cap.band or None,
         kv_token_capacity=e.fit.kv_token_capacity,
         memory_gib=e.fit.breakdown(),
+        # Sized for the most the plan may send it: its capacity at the SLO (after a loss elsewhere it runs there).
+        host=e.host_sizing(cap.capacity_rps),
     )
 
 
@@ -136,6 +146,7 @@ def candidates(ctx: Context) -> list[Candidate]:
         fraction = fractions[(e.gpu, e.slice)]
         at = e.capacity.at_capacity
         capacity = round(e.capacity.capacity_rps, 6)
+        low, high = _rounded(e.capacity.low_rps), _rounded(e.capacity.high_rps)
         p95 = round(at.e2el_p95_ms, 3) if at else None
         tokens_per_hour = e.capacity.capacity_rps * outs[e.service] * 3600
         for market, price in priced[e.gpu]:
@@ -150,6 +161,9 @@ def candidates(ctx: Context) -> list[Candidate]:
                     fits=e.fit.fits,
                     meets_slo=e.usable,
                     capacity_rps=capacity,
+                    capacity_low_rps=low,
+                    capacity_high_rps=high,
+                    capacity_band=e.capacity.band or None,
                     usd_per_hour_per_replica=round(per_replica, 6),
                     p95_latency_ms=p95,
                     usd_per_million_output_tokens=(round(per_replica / (tokens_per_hour / 1e6), 6)
@@ -172,7 +186,8 @@ def service_plans(ctx: Context, solved: Solved, groups: list[NodeGroup],
     for g in groups:
         gpus = g.instances * g.gpus_per_instance
         for r in g.gpu_layout.replicas:
-            provided[r.service] += r.capacity_rps * gpus
+            # What the plan counts on: with --robust, each capacity at the low end of its band.
+            provided[r.service] += ctx.planned_capacity(ctx.eval_of[(r.service, r.variant, g.gpu, r.slice)]) * gpus
             count[r.service] += gpus
     out = []
     for sc in ctx.services:
@@ -220,6 +235,9 @@ def binding_constraints(ctx: Context, solved: Solved) -> list[str]:
             keys[e.service].add(e.capacity.binding_key)
     for svc, ks in sorted(keys.items()):
         out.append(f"{svc}: replica capacity is limited by {', '.join(sorted(ks))}")
+    if ctx.options.robust:
+        out.append("robust: every replica counted at the low end of its capacity's error band (docs/cost-model.md"
+                   "#error-bands)")
     for svc, a in sorted(solved.availability.items()):
         if a < ctx.availability_target:
             out.append(f"{svc}: availability {a:.6f} below the target {ctx.availability_target} after "

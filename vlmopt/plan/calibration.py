@@ -13,7 +13,7 @@ from scipy.optimize import least_squares
 from vlmopt.schemas.profile import BenchmarkProfile
 
 from .capacity import load_point_value
-from .closed_loop import _closed_loop, predict_closed_loop
+from .closed_loop import closed_loop_predictions, predict_closed_loop
 from .costs import NO_HOST, DeviceShare, Efficiency, HostCosts, ModelCost, RequestShape
 from .latency import Coefficients, Prediction, predict
 
@@ -35,6 +35,7 @@ class Observation:
     ttft_p95_ms: float | None = None
     tpot_p95_ms: float | None = None
     label: str = ""
+    requests: int | None = None  # requests the point measured (a closed-loop point is simulated with as many)
 
 
 def observations_from_profile(
@@ -54,7 +55,7 @@ def observations_from_profile(
         closed = point.max_concurrency if point.request_rate in (None, "inf", float("inf")) else None
         out.append(Observation(cost, shape, share, max_batch, point.request_throughput, ttft, tpot, closed, host,
                                max_num_batched_tokens, load_point_value(point, "p95_ttft_ms"),
-                               load_point_value(point, "p95_tpot_ms"), point.label))
+                               load_point_value(point, "p95_tpot_ms"), point.label, point.completed or None))
     return out
 
 
@@ -62,7 +63,7 @@ def predict_observation(o: Observation, eff: Efficiency) -> Prediction | None:
     """The model's prediction for an observation's load: closed loop at its concurrency, else open at its rate."""
     if o.concurrency:
         return predict_closed_loop(o.cost, o.shape, o.share, eff, o.concurrency, o.max_batch, o.host,
-                                   o.max_num_batched_tokens)
+                                   o.max_num_batched_tokens, o.requests)
     return predict(o.cost, o.shape, o.share, eff, o.rate_rps, o.max_batch, o.host, o.max_num_batched_tokens)
 
 
@@ -73,8 +74,9 @@ def _predict_observations(obs: Sequence[Observation], eff: Efficiency) -> list[P
     if closed:
         coef = Coefficients.of([(obs[i].cost, obs[i].shape, obs[i].share, obs[i].max_batch) for i in closed], eff,
                                 [obs[i].host for i in closed], [obs[i].max_num_batched_tokens for i in closed])
-        for i, p in zip(closed, _closed_loop(coef, np.array([float(obs[i].concurrency) for i in closed])),
-                        strict=True):
+        counts = np.array([float(obs[i].requests or 0) for i in closed])
+        predictions = closed_loop_predictions(coef, np.array([float(obs[i].concurrency) for i in closed]), counts)
+        for i, p in zip(closed, predictions, strict=True):
             out[i] = p
     for i, o in enumerate(obs):
         if not o.concurrency:
@@ -113,9 +115,9 @@ def latency_mape(obs: Sequence[Observation], eff: Efficiency) -> float | None:
 # The calibration's free parameters, their bounds, and how strongly each is pulled to its prior when the data say
 # little about it (a weak Gaussian prior on its log): the roofline efficiencies have physical upper bounds, the
 # overheads may be anywhere from nothing to seconds.
-_FREE = ("bandwidth", "compute", "step_s", "step_seq_s", "request_s")
+_FREE = ("bandwidth", "compute", "step_s", "step_seq_s", "request_s", "step_layer_s", "step_seq_layer_s")
 _BOUNDS = {"bandwidth": (1e-4, 1.0), "compute": (1e-4, 1.0), "step_s": (1e-6, 1.0), "step_seq_s": (1e-8, 0.1),
-           "request_s": (1e-6, 2.0)}
+           "request_s": (1e-6, 2.0), "step_layer_s": (1e-10, 0.1), "step_seq_layer_s": (1e-12, 0.01)}
 _PRIOR_WEIGHT = 0.05
 
 
@@ -144,7 +146,8 @@ def fit_efficiency(obs: Sequence[Observation], profiles: int = 1, prior: Efficie
         data = np.array(_residuals(obs, calibration(x)))
         return np.concatenate([data, _PRIOR_WEIGHT * (x - x0)])
 
-    fit = least_squares(fun, x0=x0, bounds=(lower, upper), x_scale=1.0)
+    # Tolerances far below the measurements' own noise (a few %), so the fit stops once it no longer moves.
+    fit = least_squares(fun, x0=x0, bounds=(lower, upper), x_scale=1.0, ftol=1e-4, xtol=1e-4)
     fitted = replace(calibration(fit.x), source=f"fitted to {len(obs)} load points of {profiles} measured profile(s)",
                      points=len(obs))
     return replace(fitted, mape=latency_mape(obs, fitted), mape_prior=mape_prior)

@@ -20,6 +20,11 @@ PRIOR_COMPUTE_EFFICIENCY = 0.4
 PRIOR_STEP_S = 1.0e-3
 PRIOR_STEP_SEQ_S = 20e-6
 PRIOR_ENGINE_REQUEST_S = 2.0e-3
+# The part of each overhead that grows with the decoder's layers (per-layer kernel dispatch and attention metadata):
+# on a GPU CUDA graphs replay a step's kernels at once, so the prior puts it all in the fixed part (a negligible
+# per-layer prior, which a fit across models of several depths can raise).
+PRIOR_STEP_LAYER_S = 1e-9
+PRIOR_STEP_SEQ_LAYER_S = 1e-11
 # Host priors, per request and per output token in the API server (docs/cost-model.md#host-costs): used only when
 # no benchmark measured them on the serving host.
 PRIOR_HOST_REQUEST_S = 3.0e-3
@@ -37,6 +42,7 @@ class ModelCost:
     attention_width: float  # num_layers x num_heads x head_dim: sets the quadratic attention FLOPs
     compute_dtype: str = "bf16"  # which TFLOPS figure the variant's matmuls run at
     vision_attention_width: float = 0.0  # encoder layers x encoder width: attention FLOPs within each tile
+    layers: int = 0  # decoder layers: the engine overheads' per-layer parts scale with them
 
 
 @dataclass(frozen=True)
@@ -107,10 +113,24 @@ class Efficiency:
     step_s: float = PRIOR_STEP_S  # engine overhead per step
     step_seq_s: float = PRIOR_STEP_SEQ_S  # engine overhead per running sequence per step
     request_s: float = PRIOR_ENGINE_REQUEST_S  # engine overhead per admitted request
+    step_layer_s: float = PRIOR_STEP_LAYER_S  # engine overhead per step per decoder layer
+    step_seq_layer_s: float = PRIOR_STEP_SEQ_LAYER_S  # per running sequence per step per decoder layer
+
+    def step_overhead(self, layers: int) -> float:
+        """Engine seconds per step, whatever the batch, for a decoder of `layers` layers."""
+        return self.step_s + self.step_layer_s * layers
+
+    def seq_overhead(self, layers: int) -> float:
+        """Engine seconds per running sequence per step, for a decoder of `layers` layers."""
+        return self.step_seq_s + self.step_seq_layer_s * layers
 
     def describe(self) -> str:
+        per_layer = ""
+        if self.step_layer_s > 1e-6 or self.step_seq_layer_s > 1e-7:
+            per_layer = (f" (+ {self.step_layer_s * 1e3:.2f} ms and {self.step_seq_layer_s * 1e6:.0f} us/seq per "
+                         "decoder layer)")
         return (f"bandwidth x{self.bandwidth:.3g}, compute x{self.compute:.3g}, step {self.step_s * 1e3:.2f} ms "
-                f"+ {self.step_seq_s * 1e6:.0f} us/seq, admission {self.request_s * 1e3:.2f} ms")
+                f"+ {self.step_seq_s * 1e6:.0f} us/seq{per_layer}, admission {self.request_s * 1e3:.2f} ms")
 
 
 @dataclass(frozen=True)
@@ -163,5 +183,5 @@ def decode_step_seconds(
         share.bandwidth_gbs * 1e9 * eff.bandwidth
     )
     compute = 2 * cost.lm_params * batch / (share.flops_per_s(cost.compute_dtype) * eff.compute)
-    return eff.step_s + eff.step_seq_s * batch + max(memory, compute)
+    return eff.step_overhead(cost.layers) + eff.seq_overhead(cost.layers) * batch + max(memory, compute)
 

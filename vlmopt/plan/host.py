@@ -251,7 +251,8 @@ def host_costs_for(family: str, image_size: tuple[int, int] | None, profiles: Se
 # copies at those rates by construction, so its roofline efficiencies start at 1; the engine overheads of a Python
 # scheduler and model runner on a CPU are milliseconds, not the GPU's microseconds (a tiny model's TPOT on one
 # core is ~10 ms, docs/cost-model.md#validation). All are fitted where profiles exist.
-CPU_PRIOR = perf.Efficiency(bandwidth=1.0, compute=1.0, step_s=5e-3, step_seq_s=0.5e-3, request_s=20e-3,
+CPU_PRIOR = perf.Efficiency(bandwidth=1.0, compute=1.0, step_s=1e-3, step_seq_s=0.1e-3, request_s=20e-3,
+                            step_layer_s=1e-3, step_seq_layer_s=0.1e-3,
                             source="prior (CPU-served engine)")
 
 

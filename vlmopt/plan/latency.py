@@ -64,13 +64,14 @@ class Coefficients:
             budget = budgets[i] if budgets is not None else None
             bw = share.bandwidth_gbs * 1e9 * eff.bandwidth
             flops = share.flops_per_s(cost.compute_dtype) * eff.compute
+            step, per_seq = eff.step_overhead(cost.layers), eff.seq_overhead(cost.layers)
             rows.append((
                 prefill_seconds(cost, shape, share, eff) + host.engine_preprocess_s(shape),
-                eff.step_s + cost.decode_weight_bytes / bw,
-                eff.step_seq_s + shape.mean_context * cost.kv_bytes_per_token / bw,
-                eff.step_seq_s + 2 * cost.lm_params / flops,
-                eff.step_s,
-                eff.step_seq_s,
+                step + cost.decode_weight_bytes / bw,
+                per_seq + shape.mean_context * cost.kv_bytes_per_token / bw,
+                per_seq + 2 * cost.lm_params / flops,
+                step,
+                per_seq,
                 float(shape.output_tokens),
                 float(max_batch),
                 host.pre_engine_s(shape),
@@ -96,14 +97,10 @@ def _step_time(c: Coefficients, batch: np.ndarray) -> np.ndarray:
                       c.step_overhead_s + c.step_per_seq_compute_s * batch)
 
 
-def predict_many(
-    c: Coefficients, rate: np.ndarray, concurrency: np.ndarray | None = None
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The model of the module docstring for many replicas at once: (sustainable mask, latencies ms, means s).
-
-    `concurrency` (closed loop, N clients): queueing terms scale by (N - 1) / N; None: open loop (Poisson)."""
+def predict_many(c: Coefficients, rate: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The open-loop model of docs/cost-model.md#the-performance-model for many replicas at once: (sustainable
+    mask, latencies in ms and means in s) at Poisson arrival rate `rate`."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        others = 1.0 if concurrency is None else np.clip((concurrency - 1) / np.maximum(concurrency, 1), 0, 1)
         rho = rate * c.prefill_s
         free = 1 - rho
         decode_steps = np.maximum(c.output_tokens - 1, 0)
@@ -118,30 +115,47 @@ def predict_many(
         # API servers: an M/M/c queue's mean wait, approximated per server as M/M/1 at the per-server load.
         host_util = rate * c.host_total_s / c.api_servers
         host_ok = host_util < 1
-        host_wait = others * np.where(host_util > 0, c.host_pre_s * host_util / (1 - host_util), 0.0)
+        host_wait = np.where(host_util > 0, c.host_pre_s * host_util / (1 - host_util), 0.0)
         ok = (rho < 1) & feasible & (batch <= c.max_batch) & host_ok
-        # What one request sees: while it prefills, the others decoding (b, or b (N-1)/N of N clients); while it
-        # decodes, itself and them (a Poisson count seen from inside is one more than its mean).
-        beside = batch * others
-        seen = np.minimum(c.max_batch, beside + 1)
-        step = _step_time(c, beside)
+        # What one request sees: while it prefills, the others decoding (b); while it decodes, itself and them (a
+        # Poisson count seen from inside is one more than its mean).
+        seen = np.minimum(c.max_batch, batch + 1)
+        step = _step_time(c, batch)  # t_dec: the decode part of every step
+        busy = 1 - np.exp(-batch)  # something else is in the engine when the request arrives
+        # vLLM V1 admits every waiting request at the next step, within the token budget: the step a request arrives
+        # in (length-biased: steps are t_dec + G x the prefills they carry, Poisson in number, mean t_dec / (1 - rho),
+        # so E[T^2]/E[T] = mean + rho G) runs to its end, then the request is prefilled with all that arrived during
+        # it. Its first token comes at the end of the step that finishes its prompt.
+        # Step lengths feed back (a long step gathers more prefills for the next): Var(T) = G^2 X E[T] / (1 - rho^2).
+        step_var = c.prefill_s**2 * rate * (step / free) / (1 - rho**2)
+        biased = step / free + step_var / (step / free)
+        arrivals = busy * rate * biased  # other prefills admitted with it
+        arrivals_sd = np.sqrt(arrivals + busy * rate**2 * step_var)
+        left = np.maximum(c.chunk_budget - batch, 1.0)
+
+        def first_token(arrived: np.ndarray, ahead: float, residual: float) -> np.ndarray:
+            """Engine seconds from arrival to the first token with `arrived` others admitted alongside and the share
+            `ahead` of them in front (FIFO), `residual` of the step in flight left."""
+            through = (arrived * ahead + 1) * c.prompt_tokens
+            steps = np.where(np.isfinite(c.chunk_budget), np.maximum(np.ceil(through / left - 1e-9), 1), 1)
+            prefills = np.minimum(arrived + 1, np.where(np.isfinite(left), steps * left / c.prompt_tokens, np.inf))
+            return busy * biased * residual + steps * step + c.prefill_s * prefills
+
+        host = c.host_pre_s + c.host_token_s
+        arrivals95 = arrivals + Z_95 * arrivals_sd
+        ttft50 = host + _wait_quantiles(host_util, host_wait, 0.5) + first_token(arrivals, 0.5, 0.5)
+        ttft95 = host + _wait_quantiles(host_util, host_wait, 0.95) + first_token(arrivals95, 0.95, 0.95)
+        ttft_mean = host + host_wait + first_token(arrivals, 0.5, 0.5)
+        # TPOT: each of its decode steps takes t_dec at the batch it sees, stretched by the others' prefills (share
+        # rho on average). The p95: a batch 1.645 sqrt(b) above the mean for the request's whole life, and the
+        # others' prefills during it, Poisson in number (X x its decode time), 1.645 standard deviations above.
         mean_step = _step_time(c, seen) / free
-        batch95 = np.minimum(c.max_batch, seen + Z_95 * np.sqrt(beside))
-        step95 = _step_time(c, batch95)
-        mean_wait = others * rho * c.prefill_s / (2 * free)
-        busy = 1 - np.exp(-beside)  # something else is in the engine when the request arrives
-        # Chunked prefill: the budget left beside the decode batch takes the prompt in ceil(P / left) steps.
-        left = np.maximum(c.chunk_budget - beside, 1.0)
-        extra_chunks = np.where(np.isfinite(c.chunk_budget), np.maximum(np.ceil(c.prompt_tokens / left) - 1, 0), 0)
-        ttft_fixed = (c.host_pre_s + busy * step / free / 2 + c.prefill_s + step + extra_chunks * step / free
-                      + c.host_token_s)
-        host50 = _wait_quantiles(host_util, host_wait, 0.5)
-        host95 = _wait_quantiles(host_util, host_wait, 0.95)
-        ttft50 = ttft_fixed + _wait_quantiles(rho, mean_wait, 0.5) + host50
-        ttft95 = ttft_fixed + _wait_quantiles(rho, mean_wait, 0.95) + host95 + busy * step / free * 0.45
+        batch95 = np.minimum(c.max_batch, seen + Z_95 * np.sqrt(batch))
+        spread_batch = (_step_time(c, batch95) - _step_time(c, seen)) / free
+        # (their count stretches the decode time that gathers them: 1 / (1 - rho))
+        spread_prefill = Z_95 * c.prefill_s * np.sqrt(rate * mean_step / np.maximum(decode_steps, 1)) / free
         tpot50 = mean_step
-        tpot95 = step95 / free
-        ttft_mean = ttft_fixed + mean_wait + host_wait
+        tpot95 = mean_step + np.sqrt(spread_batch**2 + spread_prefill**2)
         out = {
             "rate_rps": np.broadcast_to(rate, rho.shape).astype(float),
             "batch": batch,

@@ -36,7 +36,7 @@ def worst_replica_down_probability(ctx: Context) -> float:
 def service_availability(ctx: Context, problem: Problem, solution: Solution) -> dict[str, float]:
     """P(capacity >= peak) per service, spot instances (all their GPUs) failing together."""
     offers = {o.offer.key: o for o in ctx.offers}
-    caps = {(e.service, e.variant, e.gpu, e.slice): e.capacity.capacity_rps for e in ctx.evals}
+    caps = {(e.service, e.variant, e.gpu, e.slice): ctx.planned_capacity(e) for e in ctx.evals}
     on_demand_rps: dict[str, float] = defaultdict(float)
     spot_units: dict[str, list[float]] = defaultdict(list)
     rates = []
