@@ -13,7 +13,7 @@ from . import explain, spot
 from .context import Context
 from .milp_model import WHOLE
 from .placement import PlacedGpu, lay_out_gpus
-from .solve import Solved, spot_replicas, worst_replica_down_probability
+from .solve import Solved, spot_replicas, worst_on_demand_down_probability, worst_replica_down_probability
 
 
 def _rounded(value: float | None) -> float | None:
@@ -243,16 +243,23 @@ def binding_constraints(ctx: Context, solved: Solved) -> list[str]:
             out.append(f"{svc}: availability {a:.6f} below the target {ctx.availability_target} after "
                        f"{solved.rounds} solve(s)")
     on_spot = spot_replicas(solved.solution, solved.problem)
-    for svc in sorted(on_spot):
+    for svc in sorted(set(on_spot) | {s for s, t in solved.tiers.items() if t.on_demand_fails}):
         tier = solved.tiers.get(svc)
         if tier is None:
             continue
         if tier.events is None:
             rule = "on-demand carries the peak alone; spot only adds headroom"
+        elif not tier.spot_counts:
+            limit = f", at most {tier.max_spot_replicas} on-demand instances" if tier.max_spot_replicas else ""
+            rule = (f"on-demand capacity survives the loss of any {tier.events} on-demand instance(s), each down "
+                    f"{worst_on_demand_down_probability(ctx):.2%} of the time at the clouds' single-instance SLA "
+                    f"floor{limit}; spot only adds headroom")
         else:
-            limit = f", at most {tier.max_spot_replicas} spot replicas" if tier.max_spot_replicas else ""
+            what = "instances that can fail" if tier.on_demand_fails else "spot replicas"
+            also = " or an on-demand instance" if tier.on_demand_fails else ""
+            limit = f", at most {tier.max_spot_replicas} {what}" if tier.max_spot_replicas else ""
             rule = (f"capacity survives any {tier.events} loss(es) of a zone's spot capacity or of its largest spot "
-                    f"instance{limit}")
+                    f"instance{also}{limit}")
         out.append(f"{svc}: availability {solved.availability.get(svc, 1.0):.6f} >= target "
                    f"{ctx.availability_target}: {rule}")
     return out

@@ -22,7 +22,7 @@ from vlmopt.schemas.profile import BenchmarkProfile
 from vlmopt.schemas.workload import Service, Workload
 
 from . import host as host_model
-from . import options, perf
+from . import options, perf, sla
 from .errors import PlanInfeasible, PlanInputError
 from .inputs import PlanInputs, PlanningOptions
 from .milp_model import WHOLE, Layout
@@ -254,6 +254,15 @@ def _provenance(ctx: Context, catalog: GpuCatalog) -> list[Provenance]:
         dates = sorted({o.provenance.date or "" for o in ctx.offers})
         out.append(Provenance(kind="catalog", source=ctx.inputs.prices_path, date=dates[-1] if dates else None,
                               detail=f"{len(ctx.offers)} offers used"))
+    on_demand = ctx.workload.constraints.on_demand
+    fleet = ctx.mode == "fleet"
+    for cloud in sorted({o.cloud or "" for o in ctx.offers if o.offer.market != "spot"}):
+        down = sla.on_demand_unavailability(cloud or None, on_demand, fleet)
+        out.append(Provenance(kind="user" if on_demand.instance_unavailability is not None else "catalog",
+                              source=sla.source(cloud or None, on_demand, fleet),
+                              date=None if fleet or on_demand.instance_unavailability is not None else sla.RETRIEVED,
+                              detail=f"an on-demand {cloud or 'fleet'} instance down {down:.2%} of the time "
+                                     "(an SLA floor, not a measured failure rate)" if down else None))
     for source, profile in ctx.inputs.profiles.items():
         out.append(Provenance(kind="measured", source=source, date=profile.finished or profile.started or None,
                               detail=f"{profile.variant} on {profile.device.slug()}"))

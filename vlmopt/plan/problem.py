@@ -141,7 +141,7 @@ def prune(
             kept.update(cheapest_by_size(group, lambda o, m=market: efficiency(o, m) * o.capacity_rps,
                                          demand_of[svc]))
         tier = tiers.get(svc)
-        if "spot" in markets and tier is not None and tier.events:
+        if "spot" in markets and tier is not None and tier.events and tier.spot_counts:
             unit = instance_capacity(group)
             ratio = tier.events / tier.zones
 
