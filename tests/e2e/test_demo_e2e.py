@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from vlmopt.bench.support import unservable_reason
+from vlmopt.demo.common import DemoOptions
 from vlmopt.schemas import BenchmarkProfile, Plan, VariantManifest, load_model
 
 
@@ -25,7 +27,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, serve_python: Path) -> tu
     out = tmp_path_factory.mktemp("demo")
     env = dict(os.environ, VLMOPT_SERVE_PYTHON=str(serve_python), COLUMNS="160")
     result = subprocess.run(
-        [_vlmopt(), "demo", "--out", str(out), "--methods", "fp8", "--num-prompts", "6", "--concurrency", "1,2",
+        [_vlmopt(), "demo", "--out", str(out), "--methods", "fp8,gptq", "--num-prompts", "6", "--concurrency", "1,2",
          "--output-tokens", "8"],
         capture_output=True, text=True, env=env, timeout=1500, check=False,
     )
@@ -47,9 +49,15 @@ def test_variants_were_quantized_and_benchmarked(demo_run: tuple[Path, str]) -> 
     out, _ = demo_run
     summary = json.loads((out / "demo-summary.json").read_text())
     manifest = load_model(VariantManifest, summary["manifest"])
-    assert {v.name for v in manifest.variants} == {"bf16", "fp8"}
+    assert {v.name for v in manifest.variants} == {"bf16", "fp8", "gptq"}
     measured = {load_model(BenchmarkProfile, p).variant: load_model(BenchmarkProfile, p) for p in summary["profiles"]}
-    assert set(measured) == {"bf16", "fp8"}
+    records = [load_model(BenchmarkProfile, p) for p in summary["unservable_records"]]
+    if unservable_reason("W4A16"):  # this CPU has no AVX-512: gptq is recorded, not measured
+        assert set(measured) == {"bf16", "fp8"}
+        assert [(r.variant, r.unservable) for r in records] == [("gptq", unservable_reason("W4A16"))]
+        assert not records[0].points
+    else:
+        assert set(measured) == {"bf16", "fp8", "gptq"} and not records
     for profile in measured.values():
         assert profile.complete and [p.label for p in profile.points] == ["c1", "c2"]
         assert all(p.completed == 6 and p.failed == 0 for p in profile.points)
@@ -92,3 +100,14 @@ def test_local_plan_uses_the_measured_profiles(demo_run: tuple[Path, str]) -> No
     for replica in replicas:
         assert replica.capacity_provenance.kind == "measured"
         assert replica.capacity_provenance.source in summary["profiles"]
+    # A variant the benchmark could not serve here is infeasible in the local plan, with the benchmark's reason.
+    reason = unservable_reason("W4A16")
+    if reason:
+        assert plan.services[0].variant != "gptq"
+        gptq = [c for c in plan.candidates if c.variant == "gptq"]
+        manifest = load_model(VariantManifest, summary["manifest"])
+        top1 = next(v.fidelity.top1_agreement for v in manifest.variants if v.name == "gptq" and v.fidelity)
+        if top1 >= DemoOptions().local_min_top1_agreement:  # else the quality floor kept it out before this
+            assert gptq and all(not c.meets_slo and reason in c.reason for c in gptq)
+        else:
+            assert not gptq and "gptq" in plan.services[0].why

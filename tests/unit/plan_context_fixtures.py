@@ -25,7 +25,9 @@ def small_workload(**constraints) -> Workload:
 
 
 @cache
-def small_context() -> Context:
-    inputs = PlanInputs(workload=small_workload(), gpu_catalog=load_gpu_catalog(),
+def small_context(on_demand_unavailability: float | None = None) -> Context:
+    """`on_demand_unavailability`: the workload's figure for on-demand instances (None: the clouds' SLA floor)."""
+    workload = small_workload(on_demand={"instance_unavailability": on_demand_unavailability})
+    inputs = PlanInputs(workload=workload, gpu_catalog=load_gpu_catalog(),
                         price_catalog=load_model(PriceCatalog, data_file("prices.yaml")))
     return build_context(inputs, PlanningOptions(), load_model_arch)

@@ -230,6 +230,15 @@ def test_single_replica_is_not_reported_as_available(tmp_path: Path) -> None:
     assert "one replica" in row and "1.000" not in row and "0.999" not in row
 
 
+def test_single_replica_shows_its_modelled_availability(tmp_path: Path) -> None:
+    """A plan that models on-demand failures (one instance at AWS's 99.5 % single-instance SLA floor) shows that
+    figure for a lone replica, with what the model leaves out."""
+    plan = single_replica_plan()
+    plan = plan.model_copy(update={"services": [s.model_copy(update={"availability": 0.995}) for s in plan.services]})
+    row = next(line for line in tree(plan, tmp_path)["README.md"].splitlines() if line.startswith("| docs |"))
+    assert "0.995000" in row and "one replica" in row and "rollout" in row
+
+
 def test_skypilot_on_demand_floor_carries_the_planned_on_demand_capacity(mixed: dict[str, str]) -> None:
     """Was: base_ondemand_fallback_replicas counted MIG slices, not the on-demand capacity the plan bought."""
     chat = yaml.safe_load(mixed["skypilot/chat.yaml"])["service"]["replica_policy"]

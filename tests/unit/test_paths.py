@@ -108,3 +108,26 @@ def test_bundled_workload_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.output
     plan = load_model(Plan, tmp_path / "d" / "plan.json")
     assert plan.workload == "bundled:multi-service" and len(plan.services) > 1
+
+
+def test_model_data_files_follow_the_user_data_folder(tmp_path, monkeypatch) -> None:
+    """The performance model's tables (bands, processor timings, published rows) come through data_file, so a user's
+    folder overrides them as it does the catalogs."""
+    from vlmopt.plan import bands, host, published
+
+    (tmp_path / "perf_validation.yaml").write_text(
+        "figures:\n- {kind: prior, ratio_p10: 0.5, ratio_p90: 2.0, capacity_mape: 0.3, cases: 3, how: mine, "
+        "date: '2026-12-01'}\n")
+    (tmp_path / "processor_costs.yaml").write_text(
+        "cpu: my cpu\nmeasured: '2026-12-01'\nhow: by hand\ntransformers_version: '5'\nfamilies:\n"
+        "- {family: llava, backend: torchvision, processor: P, sizes: [{width: 100, height: 100, cpu_s: 0.5}]}\n")
+    monkeypatch.setenv("VLMOPT_DATA_DIR", str(tmp_path))
+    figure = bands.load_validation_errors().get("prior")
+    assert figure is not None and figure.how == "mine" and bands.load_validation_errors().get("calibrated") is None
+    table = host.load_processor_costs()
+    assert table is not None and table.cpu == "my cpu" and table.label == str(tmp_path / "processor_costs.yaml")
+    costs = host.prior_host_costs("llava", (100, 100))
+    assert costs.image_s == 0.5 and str(tmp_path) in costs.source
+    assert len(published.load_published().rows) > 0  # not in the user's folder: the bundled file
+    monkeypatch.delenv("VLMOPT_DATA_DIR")
+    assert bands.load_validation_errors().get("prior").how != "mine"

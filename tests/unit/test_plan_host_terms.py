@@ -107,8 +107,10 @@ def test_closed_loop_single_client_is_one_request_at_a_time() -> None:
 def test_closed_loop_throughput_grows_then_saturates() -> None:
     rates = [perf.predict_closed_loop(FREE_MODEL, SHAPE, FREE_DEVICE, EFF, n, 64, HOST).rate_rps
              for n in (1, 2, 4, 8, 16, 64)]
-    assert all(b > a for a, b in itertools.pairwise(rates))
-    assert rates[-1] < HOST.rate_cap(SHAPE)  # never beyond the API server's cap
+    assert all(b > a for a, b in itertools.pairwise(rates[:4]))
+    # From 8 clients on the one API server (56 ms of CPU per request) is the bottleneck: flat, below its cap.
+    assert max(rates[3:]) < HOST.rate_cap(SHAPE) and min(rates[3:]) > 0.85 * HOST.rate_cap(SHAPE)
+    assert max(rates[3:]) - min(rates[3:]) < 0.05 * max(rates[3:])
 
 
 def test_host_sizing_by_hand() -> None:

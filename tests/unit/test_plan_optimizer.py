@@ -127,8 +127,9 @@ def meets_spot_tier(demand: Demand, fleet: list) -> bool:
     The on-demand tier (events None): on-demand alone >= the peak."""
     tier = demand.spot_tier
     on_demand = spot_total = 0.0
-    spot_replicas = 0
+    spot_replicas = on_demand_replicas = 0
     groups: dict[tuple, list[float]] = defaultdict(list)
+    on_demand_groups: set[tuple] = set()
     for offer, layout, assignment in fleet:
         for option in assignment:
             if option is None or option.service != demand.service:
@@ -139,6 +140,11 @@ def meets_spot_tier(demand: Demand, fleet: list) -> bool:
                 groups[(offer, option.variant, layout.is_mig)].append(option.capacity_rps)
             else:
                 on_demand += option.capacity_rps
+                on_demand_replicas += 1
+                on_demand_groups.add((offer, option.variant, layout.is_mig))
+    if tier.on_demand_fails and tier.events is not None:
+        return _meets_failing_tier(demand, tier, on_demand, spot_total, spot_replicas, on_demand_replicas, groups,
+                                   on_demand_groups)
     if tier.events is None:
         return not spot_replicas or on_demand >= demand.floor_rps - 1e-9
     if spot_replicas > tier.max_spot_replicas:
@@ -151,6 +157,27 @@ def meets_spot_tier(demand: Demand, fleet: list) -> bool:
             return False
         loss += group_loss
     return not spot_replicas or on_demand + spot_total - loss >= demand.floor_rps - 1e-9
+
+
+def _meets_failing_tier(demand: Demand, tier: SpotTier, on_demand: float, spot_total: float, spot_replicas: int,
+                        on_demand_replicas: int, groups: dict, on_demand_groups: set) -> bool:
+    """A tier under which on-demand instances fail too: at most n_k instances that can fail (on-demand, + spot
+    when it counts); on-demand (+ spot) - k x L >= the peak, L the most one event can take: a zone's spot content
+    (sum over spot groups of ceil(n/Z) x u) or one on-demand instance (u of each on-demand group used)."""
+    problem = PROBLEM_OF[id(demand)]
+    counted = on_demand_replicas + (spot_replicas if tier.spot_counts else 0)
+    if counted > tier.max_spot_replicas:
+        return False
+    zone = 0.0
+    if tier.spot_counts and tier.events:
+        for (offer, variant, on_mig), caps in groups.items():
+            unit = _instance_capacity(problem, offer, demand.service, variant, on_mig)
+            if sum(caps) < tier.events * math.ceil(len(caps) / tier.zones) * unit - 1e-9:
+                return False
+            zone += math.ceil(len(caps) / tier.zones) * unit
+    largest = max([zone] + [_instance_capacity(problem, *g[:1], demand.service, *g[1:]) for g in on_demand_groups])
+    total = on_demand + (spot_total if tier.spot_counts else 0.0)
+    return total - tier.events * largest >= demand.floor_rps - 1e-9
 
 
 PROBLEM_OF: dict[int, Problem] = {}  # demand -> its problem, for the instance capacities
@@ -188,7 +215,11 @@ def random_problem(rng: random.Random) -> Problem:
     for svc in services:
         peak = round(rng.uniform(0.2, 1.5), 3)
         tier = rng.choice([None, None, SpotTier(1, rng.choice([1, 2, 3]), rng.choice([2, 3])),
-                           SpotTier(2, rng.choice([2, 3]), 3), SpotTier(None, None, 3)])
+                           SpotTier(2, rng.choice([2, 3]), 3), SpotTier(None, None, 3),
+                           SpotTier(1, rng.choice([2, 3, 4]), 3, on_demand_fails=True),
+                           SpotTier(rng.choice([0, 1]), rng.choice([2, 3]), 3, on_demand_fails=True,
+                                    spot_counts=False),
+                           SpotTier(1, 3, 2, on_demand_fails=True, spot_counts=False)])
         demands.append(Demand(svc, required_rps=peak * 1.2, floor_rps=peak, spot_tier=tier))
     quotas = {"big": rng.choice([1, 2, 4])} if rng.random() < 0.4 else {}
     problem = Problem(offers, layouts, options, demands, quotas=quotas, single_variant=rng.random() < 0.8)
@@ -231,8 +262,12 @@ def test_random_instances_exercise_the_interesting_cases() -> None:
         seen["spot_tier_on_spot"] += any(
             key.endswith("spot") and svc in tiered for (key, _, svc, _) in solution.replicas
         )
+        failing = {d.service for d in problem.demands if d.spot_tier is not None and d.spot_tier.on_demand_fails
+                   and d.spot_tier.events}
+        seen["on_demand_losses"] += any(key.endswith("od") and svc in failing
+                                        for (key, _, svc, _) in solution.replicas)
     assert seen["within_cap"] >= 15
-    for case in ("mig", "spot", "spot_tier_on_spot"):
+    for case in ("mig", "spot", "spot_tier_on_spot", "on_demand_losses"):
         assert seen[case] >= 2, seen
 
 

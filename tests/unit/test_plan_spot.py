@@ -148,3 +148,63 @@ def test_spot_tiers_relax_with_the_target() -> None:
     assert loose[0].max_spot_replicas > strict[0].max_spot_replicas >= 1
     # one zone: losing it takes all spot, so only the on-demand tier is left
     assert spot.spot_tiers(0.999, SpotAssumptions(zones=1), p_rep) == [spot.SpotTier(None, None, 1)]
+
+
+def test_on_demand_instances_at_the_sla_floor_by_hand() -> None:
+    a = SpotAssumptions()
+    # One on-demand instance carrying the peak, down 0.5 % of the time (AWS's single-instance SLA floor): 0.995.
+    assert spot.availability(0.0, [], 1.0, a, on_demand_units=[(1.0, 0.005)]) == pytest.approx(0.995)
+    # Two, either enough alone: down only when both are, 1 - 0.005^2.
+    assert spot.availability(0.0, [], 1.0, a, on_demand_units=[(1.0, 0.005)] * 2) == pytest.approx(1 - 0.005**2)
+    # Three of capacity 0.5 for a peak of 1: any two suffice; P(at most one down) = 0.995^3 + 3 x 0.005 x 0.995^2.
+    three = spot.availability(0.0, [], 1.0, a, on_demand_units=[(0.5, 0.005)] * 3)
+    assert three == pytest.approx(0.995**3 + 3 * 0.005 * 0.995**2)
+    # Always-up capacity still counts whole.
+    assert spot.availability(1.0, [], 1.0, a, on_demand_units=[(1.0, 0.005)]) == 1.0
+
+
+def test_on_demand_tiers_at_the_sla_floor() -> None:
+    a = SpotAssumptions()
+    tiers = spot.spot_tiers(0.999, a, spot.replica_unavailability(a), p_on_demand=0.005, spot=False)
+    # k = 0 would need (1 - 0.005)^n >= 0.999: no n; k = 1: 1 - P(2 or more of n down) >= 0.999 up to n = 9.
+    assert tiers[0].events == 1 and tiers[0].max_spot_replicas == 9
+    assert spot.prob_at_most_events(1, 0, 0.0, 9, 0.005) >= 0.999 > spot.prob_at_most_events(1, 0, 0.0, 10, 0.005)
+    assert all(t.on_demand_fails and not t.spot_counts for t in tiers)
+    # A lower target lets a lone instance (or two) pass: 0.995^2 >= 0.99.
+    loose = spot.spot_tiers(0.99, a, 0.0, p_on_demand=0.005, spot=False)
+    assert (loose[0].events, loose[0].max_spot_replicas) == (0, 2)
+
+
+@pytest.mark.parametrize("target", [0.99, 0.999, 0.9999])
+def test_failing_on_demand_tier_rule_guarantees_the_target(target: float) -> None:
+    """Random mixes of on-demand instances (failing independently) and spot replicas that satisfy a tier's rule with
+    on-demand failures (what milp_build enforces: at most n_k instances that can fail; on-demand (+ spot) - k L >=
+    peak, L the larger of a zone's spot content and the largest on-demand instance) meet the target exactly."""
+    rng = random.Random(int(target * 1e5) + 7)
+    a = SpotAssumptions(interruption_rate_per_hour=rng.choice([0.02, 0.1]), zones=3)
+    p_rep, p_od = spot.replica_unavailability(a), 0.005
+    tiers = [t for t in spot.spot_tiers(target, a, p_rep, p_on_demand=p_od) if t.events][:6]
+    checked = tight = 0
+    for _ in range(1500):
+        tier = rng.choice(tiers)
+        n_od = rng.randint(1, max(1, min(tier.max_spot_replicas, 6)))
+        od_units = [rng.uniform(0.5, 3) for _ in range(n_od)]
+        spot_caps: list[float] = []
+        if tier.spot_counts and rng.random() < 0.5:
+            unit = rng.uniform(0.5, 3)
+            spot_caps = [unit] * rng.randint(1, 3)
+        if n_od + len(spot_caps) > tier.max_spot_replicas:
+            continue
+        zone = math.ceil(len(spot_caps) / tier.zones) * max(spot_caps, default=0.0)
+        if spot_caps and sum(spot_caps) < tier.events * zone:
+            continue  # each spot group covers its own losses
+        largest = max([zone, *od_units])
+        counted = sum(od_units) + (sum(spot_caps) if tier.spot_counts else 0.0)
+        demand = counted - tier.events * largest - rng.choice([0.0, rng.uniform(0, 0.5)])
+        if demand <= 0:
+            continue
+        achieved = spot.availability(0.0, spot_caps, demand, a, p_rep, [(u, p_od) for u in od_units])
+        assert achieved >= target, (tier, od_units, spot_caps, demand)
+        checked += 1
+        tight += achieved < 1 - 1e-9
+    assert checked >= 200 and tight >= 20, (checked, tight)

@@ -64,6 +64,11 @@ def _render(plan) -> None:
         for lv in plan.levers:
             levers.add_row(lv.name, f"{lv.usd_per_hour_saved:.2f}", lv.explanation)
         console.print(levers)
+    if plan.robust is not None:
+        r = plan.robust
+        console.print(f"[bold]robust:[/] ${r.usd_per_hour:,.2f}/h with every capacity at the low end of its band "
+                      f"({r.robust_gpus} GPUs); the nominal plan costs ${r.nominal_usd_per_hour:,.2f}/h "
+                      f"({r.nominal_gpus} GPUs): robustness adds ${r.extra_usd_per_hour:,.2f}/h", highlight=False)
     console.print(f"[bold]optimality:[/] {plan.solver.get('optimality', 'unknown')}", highlight=False)
     for line in plan.binding_constraints:
         console.print(f"[bold]binding:[/] {line}", highlight=False)
@@ -98,10 +103,13 @@ def register(app: typer.Typer) -> None:
             None, "--deploy-settings", help="deploy settings YAML/JSON (default: the workload's `deploy:` block; "
             "docs/deploy-bundle.md#deploy-settings)"),
         data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
+        robust: bool = typer.Option(
+            False, "--robust", help="size the plan so the SLO holds with every capacity at the low end of its error "
+            "band; the report shows the extra cost over the nominal plan (docs/plan.md#robust-plans)"),
     ) -> None:
         from vlmopt.hw.nvml import NvmlUnavailable
         from vlmopt.plan.errors import PlanInfeasible, PlanInputError
-        from vlmopt.plan.inputs import load_plan_inputs
+        from vlmopt.plan.inputs import PlanningOptions, load_plan_inputs
         from vlmopt.plan.planner import make_plan
         from vlmopt.plan_outputs import PlanOutputError, write_plan_outputs
         from vlmopt.schemas.common import ContractError
@@ -118,7 +126,7 @@ def register(app: typer.Typer) -> None:
                 fail(f"--deploy-settings: {exc}")
         try:
             inputs = load_plan_inputs(workload, profiles, manifest, prices, gpus, inventory, mode, availability, name)
-            plan = make_plan(inputs)
+            plan = make_plan(inputs, PlanningOptions(robust=robust))
         except PlanInfeasible as exc:
             fail(f"infeasible: {exc}")
         except (ContractError, PlanInputError, FileNotFoundError, ValueError, NvmlUnavailable) as exc:

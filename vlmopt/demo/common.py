@@ -36,6 +36,8 @@ class DemoSummary(StrictModel):
     manifest: str | None = None
     profiles: list[str] = Field(default_factory=list)
     unserved_variants: dict[str, str] = Field(default_factory=dict)
+    unservable_records: list[str] = Field(
+        default_factory=list, description="the benchmark's records of variants this device cannot serve (with why)")
     local_plan: str | None = None
     local_report: str | None = None
     cloud_plan: str | None = None
@@ -55,6 +57,10 @@ class DemoOptions:
     local_slo: dict[str, float] = field(default_factory=lambda: {"ttft_p95_ms": 3000.0, "tpot_p95_ms": 500.0})
     local_peak_rps: float = 0.5
     local_usd_per_hour: float = 0.10
+    # The local plan's quality floor (docs/demo.md#the-local-plans-quality-floor): on the random-weight tiny model
+    # the 8-bit variants keep 0.90-0.99 top-1 agreement with bf16 and AWQ 0.65-0.79; a plan should not serve the
+    # latter, whatever it saves.
+    local_min_top1_agreement: float = 0.85
     cloud_workload: Path | None = None  # None: the bundled default (Qwen2.5-VL-7B)
     skip_benchmark: bool = False
     force: bool = False

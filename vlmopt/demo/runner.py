@@ -94,7 +94,8 @@ def _step_benchmark(options: DemoOptions, out: Path, summary: DemoSummary, ui: D
     if summary.manifest is None:
         raise DemoStepFailed("no manifest from the quantize step")
     from vlmopt.bench.arrivals import LoadSpec
-    from vlmopt.bench.runner import BenchOptions
+    from vlmopt.bench.device import detect_device
+    from vlmopt.bench.runner import BenchOptions, record_unservable
     from vlmopt.bench.schedule import run_targets
     from vlmopt.bench.support import unservable_reason
     from vlmopt.bench.targets import from_manifest
@@ -112,11 +113,16 @@ def _step_benchmark(options: DemoOptions, out: Path, summary: DemoSummary, ui: D
         resume=not options.force,
     )
     servable = []
+    device = None
     for target in from_manifest(Path(summary.manifest), None):
         reason = unservable_reason(target.scheme)
         if reason:
+            # Recorded like `vlmopt benchmark` does, so the local plan treats the variant as infeasible here.
+            device = device or detect_device()
+            record = record_unservable(target, bench_options, device, reason)
             summary.unserved_variants[target.variant] = reason
-            ui.warn(f"{target.variant}: not benchmarked here: {reason}")
+            summary.unservable_records.append(str(record))
+            ui.warn(f"{target.variant}: not benchmarked here: {reason} (recorded in {record})")
         else:
             servable.append(target)
     results = run_targets(servable, bench_options, lambda target: ui.bench_progress())

@@ -93,13 +93,18 @@ def _row(cells: list[str]) -> str:
 
 
 def availability_text(plan: Plan, service: str, replicas: int) -> str:
-    """The plan's modelled availability, except where one replica makes any restart an outage: then say so."""
+    """The plan's modelled availability (instances failing at the clouds' single-instance SLA floor, spot by the
+    spot model; docs/cost-model.md#on-demand-instances), with what it leaves out for a lone replica."""
     sp = next((s for s in plan.services if s.service == service), None)
-    if replicas <= 1:
+    if replicas <= 1 and (sp is None or sp.availability is None or sp.availability >= 1.0):
+        # a plan made before on-demand failures were modelled claims 1.0 for a lone replica
         return "one replica: a drain, rollout or node failure is an outage (not covered by the plan's model)"
     if sp is None or sp.availability is None:
         return "not modelled"
-    return f"{sp.availability:.6f} (spot model, target {plan.availability_target:g})"
+    figure = f"{sp.availability:.6f} (instance failures and spot model, target {plan.availability_target:g})"
+    if replicas <= 1:
+        return f"{figure}; one replica: a drain or rollout is an outage too"
+    return figure
 
 
 def _apply_steps(cluster: Cluster, settings: DeploySettings, paths: set[str]) -> list[str]:

@@ -13,21 +13,31 @@ from . import explain, spot
 from .context import Context
 from .milp_model import WHOLE
 from .placement import PlacedGpu, lay_out_gpus
-from .solve import Solved, spot_replicas, worst_replica_down_probability
+from .solve import Solved, spot_replicas, worst_on_demand_down_probability, worst_replica_down_probability
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _replica(ctx: Context, gpu: str, slice_name: str, service: str, variant: str, mig_start: int | None) -> Replica:
     e = ctx.eval_of[(service, variant, gpu, slice_name)]
+    cap = e.capacity
     return Replica(
         service=service,
         variant=variant,
         slice=slice_name,
         mig_start=mig_start,
         server_args=e.server_args,
-        capacity_rps=round(e.capacity.capacity_rps, 6),
-        capacity_provenance=e.capacity.provenance,
+        capacity_rps=round(cap.capacity_rps, 6),
+        capacity_provenance=cap.provenance,
+        capacity_low_rps=_rounded(cap.low_rps),
+        capacity_high_rps=_rounded(cap.high_rps),
+        capacity_band=cap.band or None,
         kv_token_capacity=e.fit.kv_token_capacity,
         memory_gib=e.fit.breakdown(),
+        # Sized for the most the plan may send it: its capacity at the SLO (after a loss elsewhere it runs there).
+        host=e.host_sizing(cap.capacity_rps),
     )
 
 
@@ -136,6 +146,7 @@ def candidates(ctx: Context) -> list[Candidate]:
         fraction = fractions[(e.gpu, e.slice)]
         at = e.capacity.at_capacity
         capacity = round(e.capacity.capacity_rps, 6)
+        low, high = _rounded(e.capacity.low_rps), _rounded(e.capacity.high_rps)
         p95 = round(at.e2el_p95_ms, 3) if at else None
         tokens_per_hour = e.capacity.capacity_rps * outs[e.service] * 3600
         for market, price in priced[e.gpu]:
@@ -150,6 +161,9 @@ def candidates(ctx: Context) -> list[Candidate]:
                     fits=e.fit.fits,
                     meets_slo=e.usable,
                     capacity_rps=capacity,
+                    capacity_low_rps=low,
+                    capacity_high_rps=high,
+                    capacity_band=e.capacity.band or None,
                     usd_per_hour_per_replica=round(per_replica, 6),
                     p95_latency_ms=p95,
                     usd_per_million_output_tokens=(round(per_replica / (tokens_per_hour / 1e6), 6)
@@ -172,7 +186,8 @@ def service_plans(ctx: Context, solved: Solved, groups: list[NodeGroup],
     for g in groups:
         gpus = g.instances * g.gpus_per_instance
         for r in g.gpu_layout.replicas:
-            provided[r.service] += r.capacity_rps * gpus
+            # What the plan counts on: with --robust, each capacity at the low end of its band.
+            provided[r.service] += ctx.planned_capacity(ctx.eval_of[(r.service, r.variant, g.gpu, r.slice)]) * gpus
             count[r.service] += gpus
     out = []
     for sc in ctx.services:
@@ -220,21 +235,31 @@ def binding_constraints(ctx: Context, solved: Solved) -> list[str]:
             keys[e.service].add(e.capacity.binding_key)
     for svc, ks in sorted(keys.items()):
         out.append(f"{svc}: replica capacity is limited by {', '.join(sorted(ks))}")
+    if ctx.options.robust:
+        out.append("robust: every replica counted at the low end of its capacity's error band (docs/cost-model.md"
+                   "#error-bands)")
     for svc, a in sorted(solved.availability.items()):
         if a < ctx.availability_target:
             out.append(f"{svc}: availability {a:.6f} below the target {ctx.availability_target} after "
                        f"{solved.rounds} solve(s)")
     on_spot = spot_replicas(solved.solution, solved.problem)
-    for svc in sorted(on_spot):
+    for svc in sorted(set(on_spot) | {s for s, t in solved.tiers.items() if t.on_demand_fails}):
         tier = solved.tiers.get(svc)
         if tier is None:
             continue
         if tier.events is None:
             rule = "on-demand carries the peak alone; spot only adds headroom"
+        elif not tier.spot_counts:
+            limit = f", at most {tier.max_spot_replicas} on-demand instances" if tier.max_spot_replicas else ""
+            rule = (f"on-demand capacity survives the loss of any {tier.events} on-demand instance(s), each down "
+                    f"{worst_on_demand_down_probability(ctx):.2%} of the time at the clouds' single-instance SLA "
+                    f"floor{limit}; spot only adds headroom")
         else:
-            limit = f", at most {tier.max_spot_replicas} spot replicas" if tier.max_spot_replicas else ""
+            what = "instances that can fail" if tier.on_demand_fails else "spot replicas"
+            also = " or an on-demand instance" if tier.on_demand_fails else ""
+            limit = f", at most {tier.max_spot_replicas} {what}" if tier.max_spot_replicas else ""
             rule = (f"capacity survives any {tier.events} loss(es) of a zone's spot capacity or of its largest spot "
-                    f"instance{limit}")
+                    f"instance{also}{limit}")
         out.append(f"{svc}: availability {solved.availability.get(svc, 1.0):.6f} >= target "
                    f"{ctx.availability_target}: {rule}")
     return out

@@ -22,11 +22,13 @@ from pathlib import Path
 import yaml
 from pydantic import Field
 
+from vlmopt.paths import data_file
 from vlmopt.schemas.common import StrictModel
 from vlmopt.schemas.profile import BenchmarkProfile, LoadPoint
 
 Z_95 = 1.959963984540054
-VALIDATION_FILE = Path(__file__).resolve().parent.parent / "data" / "perf_validation.yaml"
+# The bands' figures, in the data folder (a user's --data-dir / $VLMOPT_DATA_DIR copy wins over the bundled one).
+VALIDATION_DATA = "perf_validation.yaml"
 
 
 class ErrorFigure(StrictModel):
@@ -53,8 +55,13 @@ class ValidationErrors(StrictModel):
         return next((f for f in self.figures if f.kind == kind), None)
 
 
+def load_validation_errors(path: Path | None = None) -> ValidationErrors:
+    """The validation figures from `path`, else from the data folder (vlmopt.paths.data_file)."""
+    return _load_validation_errors(path or data_file(VALIDATION_DATA))
+
+
 @lru_cache(maxsize=4)
-def load_validation_errors(path: Path = VALIDATION_FILE) -> ValidationErrors:
+def _load_validation_errors(path: Path) -> ValidationErrors:
     if not path.is_file():
         return ValidationErrors()
     return ValidationErrors.model_validate(yaml.safe_load(path.read_text()) or {})
@@ -119,6 +126,7 @@ def measured_band(profile: BenchmarkProfile, point: LoadPoint,
 
 
 __all__ = [
+    "VALIDATION_DATA",
     "ErrorFigure",
     "ValidationErrors",
     "estimated_band",

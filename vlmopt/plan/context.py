@@ -21,7 +21,8 @@ from vlmopt.schemas.manifest import VariantManifest
 from vlmopt.schemas.profile import BenchmarkProfile
 from vlmopt.schemas.workload import Service, Workload
 
-from . import options, perf
+from . import host as host_model
+from . import options, perf, sla
 from .errors import PlanInfeasible, PlanInputError
 from .inputs import PlanInputs, PlanningOptions
 from .milp_model import WHOLE, Layout
@@ -71,6 +72,13 @@ class Context:
     @property
     def mode(self) -> str:
         return self.inputs.mode
+
+    def planned_capacity(self, e: options.OptionEval) -> float:
+        """The capacity the plan counts on for an option: the central figure, or with `robust` the low end of its
+        error band (the figure itself where no band is known)."""
+        if not e.usable:
+            return 0.0
+        return e.capacity.low if self.options.robust else e.capacity.capacity_rps
 
     @cached_property
     def eval_of(self) -> dict[tuple[str, str, str, str], options.OptionEval]:
@@ -124,12 +132,17 @@ def fit_efficiency(
     arch_loader: Callable[[str], ModelArch],
     services: list[ServiceContext],
 ) -> tuple[perf.Efficiency, list[str]]:
-    """Fit the roofline's efficiency to every measured profile on a catalog GPU whose architecture is known."""
-    observations: list[perf.Observation] = []
-    used = 0
+    """Fit the engine's calibration to every measured profile on a catalog device whose architecture is known, each
+    load point with the host costs its benchmark measured and the batching limits its server ran with
+    (`options.observations_for`). GPU profiles calibrate GPU estimates; CPU profiles (a CPU-served engine, as the
+    demo's local plan has) are used only when no GPU profile is, from the CPU prior (`host.CPU_PRIOR`)."""
+    found: dict[bool, list[perf.Observation]] = {True: [], False: []}
+    used: dict[bool, int] = {True: 0, False: 0}
     notes = []
     known_variants = {(sc.arch.name, v.name): (sc.arch, v) for sc in services for v in sc.variants}
     for source, profile in profiles.items():
+        if profile.unservable or not profile.points:
+            continue  # nothing measured to fit to (the unservable record still makes its option infeasible)
         if profile.device.catalog_id not in gpus:
             notes.append(f"profile {source}: measured on {profile.device.name} (not in the device catalog); not used")
             continue
@@ -150,22 +163,20 @@ def fit_efficiency(
                                     None, None, 0, 1, Provenance(kind="measured", source=source))
         slice_name = profile.device.mig_profile or WHOLE
         try:
-            share, _ = options.share_of(gpu, slice_name)
+            options.share_of(gpu, slice_name)
         except KeyError:
             notes.append(f"profile {source}: {gpu.id} has no MIG profile {slice_name}; not used")
             continue
-        shape_of = profile.workload
-        shape = options.request_shape(arch, shape_of.input_tokens or 1, shape_of.output_tokens or 1,
-                                      shape_of.images_per_request,
-                                      tuple(shape_of.image_sizes[0]) if shape_of.image_sizes else (448, 448))
-        args = profile.engine.server_args
-        max_batch = float((args.max_num_seqs if args and args.max_num_seqs else None) or options.MAX_NUM_SEQS_CAP)
-        found = perf.observations_from_profile(profile, options.model_cost(arch, variant, gpu), shape, share,
-                                               max_batch)
-        if found:
-            used += 1
-            observations += found
-    return perf.fit_efficiency(observations, profiles=used), notes
+        observed = options.observations_for(profile, arch, variant, gpu)
+        if observed:
+            cpu = profile.device.kind == "cpu"
+            used[cpu] += 1
+            found[cpu] += observed
+    cpu = not found[False] and bool(found[True])
+    prior = host_model.CPU_PRIOR if cpu else perf.Efficiency()
+    if found[False] and found[True]:
+        notes.append(f"{used[True]} CPU profile(s) not used to calibrate: GPU profiles calibrate the GPU estimates")
+    return perf.fit_efficiency(found[cpu], profiles=used[cpu], prior=prior), notes
 
 
 def _memoised(loader: Callable[[str], ModelArch]) -> Callable[[str], ModelArch]:
@@ -243,6 +254,15 @@ def _provenance(ctx: Context, catalog: GpuCatalog) -> list[Provenance]:
         dates = sorted({o.provenance.date or "" for o in ctx.offers})
         out.append(Provenance(kind="catalog", source=ctx.inputs.prices_path, date=dates[-1] if dates else None,
                               detail=f"{len(ctx.offers)} offers used"))
+    on_demand = ctx.workload.constraints.on_demand
+    fleet = ctx.mode == "fleet"
+    for cloud in sorted({o.cloud or "" for o in ctx.offers if o.offer.market != "spot"}):
+        down = sla.on_demand_unavailability(cloud or None, on_demand, fleet)
+        out.append(Provenance(kind="user" if on_demand.instance_unavailability is not None else "catalog",
+                              source=sla.source(cloud or None, on_demand, fleet),
+                              date=None if fleet or on_demand.instance_unavailability is not None else sla.RETRIEVED,
+                              detail=f"an on-demand {cloud or 'fleet'} instance down {down:.2%} of the time "
+                                     "(an SLA floor, not a measured failure rate)" if down else None))
     for source, profile in ctx.inputs.profiles.items():
         out.append(Provenance(kind="measured", source=source, date=profile.finished or profile.started or None,
                               detail=f"{profile.variant} on {profile.device.slug()}"))

@@ -22,13 +22,15 @@ import numpy as np
 import yaml
 from pydantic import Field
 
+from vlmopt.paths import data_file, data_label
 from vlmopt.schemas.common import Provenance, StrictModel
 from vlmopt.schemas.plan import HostSizing
 from vlmopt.schemas.profile import BenchmarkProfile, HostCostMeasurement
 
 from . import perf
 
-PROCESSOR_COSTS_FILE = Path(__file__).resolve().parent.parent / "data" / "processor_costs.yaml"
+# The processor timing table, in the data folder (a user's --data-dir / $VLMOPT_DATA_DIR copy wins).
+PROCESSOR_COSTS_DATA = "processor_costs.yaml"
 # HTTP parsing, JSON, the OpenAI layer and the hand-off to the engine per request, beside tokenisation: not timed by
 # the probe (it needs the server); a prior, absorbed into the fitted engine admission where profiles exist.
 HTTP_REQUEST_S = 2.0e-3
@@ -66,6 +68,8 @@ class ProcessorCostTable(StrictModel):
     how: str
     transformers_version: str
     families: list[FamilyProcessorCosts] = Field(default_factory=list)
+    label: str = Field(default="vlmopt/data/processor_costs.yaml", exclude=True,
+                       description="where the table was read from, for provenance (not stored)")
 
     def for_family(self, family: str, backend: str = "torchvision") -> FamilyProcessorCosts | None:
         aliases = {"qwen2_vl": "qwen2_5_vl", "smolvlm": "idefics3"}
@@ -74,11 +78,17 @@ class ProcessorCostTable(StrictModel):
         return next((f for f in found if f.backend == backend), found[0] if found else None)
 
 
-@lru_cache(maxsize=2)
-def load_processor_costs(path: Path = PROCESSOR_COSTS_FILE) -> ProcessorCostTable | None:
+def load_processor_costs(path: Path | None = None) -> ProcessorCostTable | None:
+    """The processor timing table from `path`, else from the data folder (vlmopt.paths.data_file)."""
+    return _load_processor_costs(path or data_file(PROCESSOR_COSTS_DATA))
+
+
+@lru_cache(maxsize=4)
+def _load_processor_costs(path: Path) -> ProcessorCostTable | None:
     if not path.is_file():
         return None
-    return ProcessorCostTable.model_validate(yaml.safe_load(path.read_text()))
+    table = ProcessorCostTable.model_validate(yaml.safe_load(path.read_text()))
+    return table.model_copy(update={"label": data_label(path)})
 
 
 def _pixel_fit(points: Sequence[tuple[int, int, float]], size: tuple[int, int]) -> float:
@@ -210,7 +220,7 @@ def prior_host_costs(family: str, image_size: tuple[int, int] | None, api_server
         if fam is not None and table is not None:
             image_s = _pixel_fit([(c.width, c.height, c.cpu_s) for c in fam.sizes], image_size)
             source = (f"prior: {fam.processor} ({fam.backend}) timed on {table.cpu} ({table.measured}, "
-                      "vlmopt/data/processor_costs.yaml)")
+                      f"{table.label})")
         else:
             image_s = PRIOR_IMAGE_S_PER_MEGAPIXEL * image_size[0] * image_size[1] / 1e6 + PRIOR_IMAGE_S
             source = "prior (no processor timing for this family)"
@@ -241,7 +251,8 @@ def host_costs_for(family: str, image_size: tuple[int, int] | None, profiles: Se
 # copies at those rates by construction, so its roofline efficiencies start at 1; the engine overheads of a Python
 # scheduler and model runner on a CPU are milliseconds, not the GPU's microseconds (a tiny model's TPOT on one
 # core is ~10 ms, docs/cost-model.md#validation). All are fitted where profiles exist.
-CPU_PRIOR = perf.Efficiency(bandwidth=1.0, compute=1.0, step_s=5e-3, step_seq_s=0.5e-3, request_s=20e-3,
+CPU_PRIOR = perf.Efficiency(bandwidth=1.0, compute=1.0, step_s=1e-3, step_seq_s=0.1e-3, request_s=20e-3,
+                            step_layer_s=1e-3, step_seq_layer_s=0.1e-3,
                             source="prior (CPU-served engine)")
 
 

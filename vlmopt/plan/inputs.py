@@ -33,9 +33,13 @@ PlanMode = Literal["cloud", "fleet"]
 @dataclass(frozen=True)
 class PlanningOptions:
     """How to plan. Every planner step reads it from the planning context (`context.Context.options`); a new
-    option (say, sizing capacity to a pessimistic error band) is a field here, read where it applies."""
+    option is a field here, read where it applies."""
 
     attribute_levers: bool = True  # re-solve with levers switched off to say what each one saves
+    # Size the plan so the SLO holds with every capacity at the low end of its error band (an estimate's measured
+    # model error, a measurement's run-to-run spread; docs/cost-model.md#error-bands). The nominal plan is solved
+    # too, and plan.robust records both costs.
+    robust: bool = False
 
 
 class PlanInputs(BaseModel):

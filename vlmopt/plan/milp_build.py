@@ -49,10 +49,12 @@ class Milp:
     values: list[float] = field(default_factory=list)
     row_lb: list[float] = field(default_factory=list)
     row_ub: list[float] = field(default_factory=list)
+    integer: list[bool] = field(default_factory=list)  # False: a continuous column (a capacity, not a count)
 
-    def add_var(self, cost: float, ub: float = np.inf) -> int:
+    def add_var(self, cost: float, ub: float = np.inf, integer: bool = True) -> int:
         self.cost.append(cost)
         self.col_ub.append(ub)
+        self.integer.append(integer)
         return len(self.cost) - 1
 
     def add_row(self, entries: Sequence[tuple[int, float]], lb: float, ub: float) -> None:
@@ -89,9 +91,12 @@ class _Builder:
             gpu: useful_layouts(lays, {o.slice for o in self.options_by_gpu.get(gpu, [])})
             for gpu, lays in all_layouts.items()
         }
-        self.units = spot_unit_capacity(problem)
+        self.units = spot_unit_capacity(problem, ("spot", "on_demand"))
+        largest: dict[str, float] = defaultdict(float)
+        for (svc, _, _, _), unit in self.units.items():
+            largest[svc] = max(largest[svc], unit)
         # (most on-demand replicas, most spot replicas) of one service's variant in a cost-minimal solution
-        self.bound_sv = {sv: replica_bound(problem.offers, self.demands[sv[0]], opts)
+        self.bound_sv = {sv: replica_bound(problem.offers, self.demands[sv[0]], opts, largest[sv[0]])
                          for sv, opts in self.options_by_sv.items()}
         self.replica_meta: dict[int, tuple[Offer, ReplicaOption]] = {}
         self.variant_cols: dict[tuple[str, str], int] = {}
@@ -143,7 +148,7 @@ class _Builder:
         """m[g] >= (spot replicas of the group) / Z, integer: what one zone's loss can take (spot.py)."""
         for col, (offer, opt) in self.replica_meta.items():
             tier = self.demands[opt.service].spot_tier
-            if tier is None or not tier.events or offer.market != "spot":
+            if tier is None or not tier.events or offer.market != "spot" or not tier.spot_counts:
                 continue
             group = spot_group(offer, opt)
             self.replicas_of_group[group].append(col)
@@ -183,6 +188,9 @@ class _Builder:
                     milp.add_row([(c, meta[c][1].capacity_rps * meta[c][0].zone_share) for c in cols],
                                  demand.floor_rps, np.inf)
                 continue
+            if tier.on_demand_fails and tier.events is not None:
+                self._failing_on_demand_rows(svc, demand, cols)
+                continue
             if not spot_cols:
                 continue  # on-demand only: the capacity row already carries peak x (1 + headroom) >= the floor
             # spot counts in full here; the m terms take off what k zone / instance losses can take away
@@ -203,6 +211,38 @@ class _Builder:
             # instance holds far more than one replica (a MIG GPU, an 8-GPU instance) cannot be bare headroom.
             milp.add_row([(c, meta[c][1].capacity_rps) for c in cols]
                          + [(group_col, -tier.events * self.units[group])], 0.0, np.inf)
+
+    def _failing_on_demand_rows(self, svc: str, demand, cols: list[int]) -> None:
+        """A tier under which on-demand instances fail too (spot.py): one loss variable L >= what one event can take
+        (a zone's spot content: sum_g u_g m_g over the spot groups, when spot counts; one on-demand instance: u_h y_h
+        for each on-demand group h the service uses, y_h binary); the floor row on-demand (+ spot) - k L >= peak;
+        and at most n_k instances that can fail (on-demand, + spot when it counts)."""
+        milp, meta = self.milp, self.replica_meta
+        tier = demand.spot_tier
+        k = tier.events
+        counted = [c for c in cols if tier.spot_counts or meta[c][0].market != "spot"]
+        entries = [(c, meta[c][1].capacity_rps) for c in counted]
+        if k:
+            loss = milp.add_var(0.0, ub=np.inf, integer=False)
+            entries.append((loss, -float(k)))
+            spot_groups = [(col, self.units[g]) for g, col in self.group_cols.items() if g[0] == svc]
+            if spot_groups:
+                milp.add_row([(loss, 1.0)] + [(col, -unit) for col, unit in spot_groups], 0.0, np.inf)
+            on_demand: dict[SpotGroup, list[int]] = defaultdict(list)
+            for c in cols:
+                offer, opt = meta[c]
+                if offer.market != "spot":
+                    on_demand[spot_group(offer, opt)].append(c)
+            for group, group_cols in on_demand.items():
+                used = milp.add_var(0.0, ub=1.0)
+                bound = float(self.bound_sv[(group[0], group[2])][0])
+                milp.add_row([(c, 1.0) for c in group_cols] + [(used, -bound)], -np.inf, 0.0)
+                milp.add_row([(loss, 1.0), (used, -self.units[group])], 0.0, np.inf)
+        if demand.floor_rps > 0:
+            milp.add_row(entries, demand.floor_rps, np.inf)
+        if tier.max_spot_replicas is not None:
+            failing = [c for c in counted if meta[c][0].market != "spot" or tier.events]
+            milp.add_row([(c, 1.0) for c in failing], -np.inf, float(tier.max_spot_replicas))
 
     def single_variant_rows(self) -> None:
         if not self.problem.single_variant:

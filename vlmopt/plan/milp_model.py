@@ -129,7 +129,8 @@ class Solution:
         return math.isfinite(self.usd_per_hour)
 
 
-def replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[ReplicaOption]) -> tuple[int, int]:
+def replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[ReplicaOption],
+                  largest_unit: float = 0.0) -> tuple[int, int]:
     """Most (on-demand, spot) replicas of one service's variant a cost-minimal solution needs.
 
     Dropping a replica never raises the cost, so in a minimal solution dropping any replica breaks some row. If one
@@ -137,7 +138,10 @@ def replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[Rep
     need / smallest effective capacity + 1. Otherwise dropping an on-demand replica breaks the zone row, so the
     on-demand replicas but one carry less than the peak (a spot tier's spot groups each contribute >= 0 there);
     spot replicas are within the tier's limit, and under the on-demand tier (spot not in the zone row) dropping a
-    spot replica breaks no row but the capacity row, so spot replicas exist only in the first case."""
+    spot replica breaks no row but the capacity row, so spot replicas exist only in the first case. When on-demand
+    instances fail too (a tier's `on_demand_fails`), the floor row takes k x L off, L at most `largest_unit` (the
+    most one instance holds), so the on-demand replicas but one carry less than the peak + k x largest_unit; and
+    the tier's limit caps them."""
     smallest_cap = min(o.capacity_rps for o in options)
     tier = demand.spot_tier
     if tier is None:
@@ -147,9 +151,14 @@ def replica_bound(offers: Sequence[Offer], demand: Demand, options: Sequence[Rep
         return bound, bound
     least_left = max(min(1 - o.haircut for o in offers), 1e-9)
     by_capacity = math.floor(demand.required_rps / (smallest_cap * least_left)) + 1
-    by_floor = math.floor(demand.floor_rps / smallest_cap) + 1
-    spot = tier.max_spot_replicas if tier.events and tier.max_spot_replicas is not None else by_capacity
-    return max(by_capacity, by_floor), spot
+    losses = (tier.events or 0) * largest_unit if tier.on_demand_fails else 0.0
+    by_floor = math.floor((demand.floor_rps + losses) / smallest_cap) + 1
+    limited = tier.events is not None and tier.max_spot_replicas is not None
+    spot = tier.max_spot_replicas if limited and tier.events and tier.spot_counts else by_capacity
+    on_demand = max(by_capacity, by_floor)
+    if limited and tier.on_demand_fails:
+        on_demand = min(on_demand, tier.max_spot_replicas)
+    return on_demand, spot
 
 
 SpotGroup = tuple[str, str, str, bool]  # (service, spot offer key, variant, on MIG layouts)
@@ -159,23 +168,26 @@ def spot_group(offer: Offer, option: ReplicaOption) -> SpotGroup:
     return (option.service, offer.key, option.variant, option.slice != WHOLE)
 
 
-def spot_unit_capacity(problem: Problem) -> dict[SpotGroup, float]:
-    """Spot group -> the most capacity of its service that one instance of the offer can hold: GPUs per instance
-    x (one whole-GPU replica, or the best MIG layout's sum of the service's slice capacities). Whatever
-    `lay_out_gpus` puts on one GPU is no more than that; the availability check counts an instance's GPUs of one
-    layout together."""
-    cap: dict[tuple[str, str, str, str], float] = {}
+def spot_unit_capacity(problem: Problem, markets: tuple[str, ...] = ("spot",)) -> dict[SpotGroup, float]:
+    """Group (service, offer, variant, on MIG) -> the most capacity of its service that one instance of the offer
+    can hold: GPUs per instance x (one whole-GPU replica, or the best MIG layout's sum of the service's slice
+    capacities). Whatever `lay_out_gpus` puts on one GPU is no more than that; the availability check counts an
+    instance's GPUs of one layout together. Spot offers by default; on-demand ones too where their instances
+    fail (`markets`)."""
+    caps: dict[bool, dict[tuple[str, str, str, str], float]] = {True: {}, False: {}}  # on spot?
     for opt in problem.options:
-        if problem.spot_mig is not None and opt.slice != WHOLE and opt not in problem.spot_mig:
-            continue  # never on a spot instance
         key = (opt.service, opt.variant, opt.gpu, opt.slice)
-        cap[key] = max(cap.get(key, 0.0), opt.capacity_rps)
+        for on_spot, cap in caps.items():
+            if on_spot and problem.spot_mig is not None and opt.slice != WHOLE and opt not in problem.spot_mig:
+                continue  # never on a spot instance
+            cap[key] = max(cap.get(key, 0.0), opt.capacity_rps)
     pairs = {(opt.service, opt.variant, opt.gpu) for opt in problem.options if opt.capacity_rps > 0}
     out: dict[SpotGroup, float] = {}
     for offer in problem.offers:
-        if offer.market != "spot":
+        if offer.market not in markets:
             continue
         layouts = [lay for lay in problem.layouts if lay.gpu == offer.gpu]
+        cap = caps[offer.market == "spot"]
         for svc, var, gpu in pairs:
             if gpu != offer.gpu:
                 continue

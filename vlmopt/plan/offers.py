@@ -12,7 +12,7 @@ from vlmopt.schemas.common import Provenance
 from vlmopt.schemas.inventory import GpuInventory
 from vlmopt.schemas.workload import Constraints
 
-from . import spot
+from . import sla, spot
 from .errors import PlanInputError
 from .milp_model import Offer
 
@@ -25,6 +25,9 @@ class OfferInfo:
     region: str | None = None
     instance_type: str | None = None
     interruption_rate_per_hour: float | None = None
+    # On-demand offers: share of time one instance is down (the cloud's single-instance SLA, sla.py); 0 on spot
+    # (the spot model has its own) and for fleet GPUs unless the workload sets it.
+    instance_unavailability: float = 0.0
 
 
 def spot_shape(constraints: Constraints, rate: float | None) -> tuple[float, float]:
@@ -74,6 +77,7 @@ def cloud_offers(
                 row.region,
                 row.instance_type,
                 row.interruption_rate_per_hour,
+                sla.on_demand_unavailability(row.cloud, constraints.on_demand) if market == "on_demand" else 0.0,
             )
         )
     return out
@@ -121,5 +125,7 @@ def fleet_offers(
         # Owned GPUs cost something even when idle; the plan's cost counts the GPUs it uses, the rest are free to
         # give back or run other work.
         offer = Offer(key, gpu, "on_demand", max(price, 1e-6), 1, stock_gpus=len(indices))
-        out.append(OfferInfo(offer, provenance[(gpu, price)]))
+        out.append(OfferInfo(offer, provenance[(gpu, price)],
+                             instance_unavailability=sla.on_demand_unavailability(None, constraints.on_demand,
+                                                                                  fleet=True)))
     return out

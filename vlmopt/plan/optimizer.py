@@ -110,7 +110,7 @@ def solve(problem: Problem, decompose: bool = True) -> Solution:
 
 def _solve_milp(problem: Problem, model: Milp, time_limit_s: float) -> Solution:
     n_vars = len(model.cost)
-    stats: dict[str, float | int | str] = {"variables": n_vars, "integer_variables": n_vars,
+    stats: dict[str, float | int | str] = {"variables": n_vars, "integer_variables": sum(model.integer),
                                            "constraints": len(model.row_lb)}
     constraints = []
     if model.row_lb:
@@ -118,7 +118,7 @@ def _solve_milp(problem: Problem, model: Milp, time_limit_s: float) -> Solution:
     result = milp(
         c=np.array(model.cost),
         constraints=constraints,
-        integrality=np.ones(n_vars, dtype=int),
+        integrality=np.array(model.integer, dtype=int),
         bounds=Bounds(np.zeros(n_vars), np.array(model.col_ub)),
         options={"time_limit": time_limit_s, "mip_rel_gap": problem.mip_rel_gap, "disp": False},
     )

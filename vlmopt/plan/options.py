@@ -14,6 +14,7 @@ from pathlib import Path
 from vlmopt.hw.models import ModelArch
 from vlmopt.schemas.catalog import GpuSpec, MigProfileSpec
 from vlmopt.schemas.common import Provenance
+from vlmopt.schemas.plan import HostSizing
 from vlmopt.schemas.profile import BenchmarkProfile, ServerArgs
 from vlmopt.schemas.workload import Service
 
@@ -56,6 +57,7 @@ def model_cost(arch: ModelArch, variant: VariantChoice, gpu: GpuSpec) -> perf.Mo
         attention_width=arch.num_layers * arch.num_attention_heads * arch.head_dim,
         compute_dtype=compute_dtype(variant.scheme, gpu),
         vision_attention_width=arch.vision.num_layers * arch.vision.hidden_size if arch.vision else 0.0,
+        layers=arch.num_layers,
     )
 
 
@@ -107,6 +109,15 @@ class OptionEval:
     max_batch: int
     # What the vLLM arguments are built from; they are built on first use (only chosen replicas need them).
     args_inputs: tuple[Service, VariantChoice, int] | None = field(default=None, repr=False, compare=False)
+    # The API servers' costs and the request shape the estimate used: what host sizing needs (`host_sizing`).
+    host: perf.HostCosts | None = field(default=None, repr=False, compare=False)
+    shape: perf.RequestShape | None = field(default=None, repr=False, compare=False)
+
+    def host_sizing(self, rate_rps: float) -> HostSizing | None:
+        """What the replica needs from its host at `rate_rps` (None for an option that cannot run)."""
+        if self.host is None or self.shape is None:
+            return None
+        return host_model.host_sizing(self.host, self.shape, rate_rps)
 
     @property
     def usable(self) -> bool:
@@ -301,7 +312,7 @@ def evaluate_options(requests: Sequence[OptionRequest], efficiency: perf.Efficie
         estimate = _with_band(estimated[q], efficiency, errors)
         capacity = _measured(r, shape, slo, estimate) or estimate  # measured wins over the estimate
         out.append(OptionEval(r.service.name, r.variant.name, r.gpu.id, r.slice, fit, capacity, max_batch,
-                              (r.service, r.variant, batched)))
+                              (r.service, r.variant, batched), queries[q].host, shape))
     return out
 
 

@@ -11,10 +11,11 @@ vlmopt/plan_outputs.py writes the plan, its deploy bundle and its report.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from vlmopt.hw.models import ModelArch, load_model_arch
 from vlmopt.schemas.common import utc_now_iso
-from vlmopt.schemas.plan import Baseline, Plan
+from vlmopt.schemas.plan import Baseline, Plan, RobustPlanning
 
 from . import assemble, explain
 from .context import Context, build_context
@@ -86,6 +87,7 @@ def make_plan(
         assert base is not None
         base_groups = assemble.node_groups(ctx, base)
         baseline = Baseline(cost=assemble.costs(ctx, base_groups), node_groups=base_groups)
+    robust = _robust_summary(ctx, full, solved, groups) if ctx.options.robust else None
     return Plan(
         name=inputs.plan_name,
         mode=inputs.mode,
@@ -102,6 +104,30 @@ def make_plan(
         solver=_solver_stats(ctx, solved, cache, full, attribution is not None, attribution_limit),
         availability_target=ctx.availability_target,
         notes=_notes(ctx, attribution),
+        robust=robust,
+    )
+
+
+def _robust_summary(ctx: Context, levers: frozenset[str], solved: Solved, groups: list) -> RobustPlanning:
+    """The nominal plan (central capacities) beside the robust one, solved with the same levers."""
+    nominal_ctx = replace(ctx, options=replace(ctx.options, robust=False))
+    nominal = solve_levers(nominal_ctx, levers)
+    if nominal is None:  # a robust plan exists, so the nominal one does too; kept for the type checker
+        raise PlanInfeasible("the nominal plan has no solution although the robust one has")
+    nominal_groups = assemble.node_groups(nominal_ctx, nominal)
+    replicas: dict[str, int] = {}
+    for g in nominal_groups:
+        for r in g.gpu_layout.replicas:
+            replicas[r.service] = replicas.get(r.service, 0) + g.instances * g.gpus_per_instance
+    robust_usd = solved.solution.usd_per_hour
+    return RobustPlanning(
+        usd_per_hour=round(robust_usd, 6),
+        nominal_usd_per_hour=round(nominal.solution.usd_per_hour, 6),
+        extra_usd_per_hour=round(robust_usd - nominal.solution.usd_per_hour, 6),
+        nominal_gpus=sum(g.instances * g.gpus_per_instance for g in nominal_groups),
+        robust_gpus=sum(g.instances * g.gpus_per_instance for g in groups),
+        nominal_replicas=dict(sorted(replicas.items())),
+        nominal_variants=dict(sorted(nominal.solution.variant_of.items())),
     )
 
 

@@ -44,9 +44,9 @@ def problem_for(
     baseline_only = "quantization" not in levers
     variant_scheme = {(sc.service.name, v.name): v.scheme for sc in ctx.services for v in sc.variants}
     replica_options = [
-        ReplicaOption(e.service, e.variant, e.gpu, e.slice, e.capacity.capacity_rps)
+        ReplicaOption(e.service, e.variant, e.gpu, e.slice, ctx.planned_capacity(e))
         for e in ctx.evals
-        if e.usable and not (baseline_only and variant_scheme[(e.service, e.variant)] != "BF16")
+        if ctx.planned_capacity(e) > 0 and not (baseline_only and variant_scheme[(e.service, e.variant)] != "BF16")
         and (e.slice == WHOLE or "mig_packing" in levers)
     ]
     spot_mig = None
@@ -141,7 +141,7 @@ def prune(
             kept.update(cheapest_by_size(group, lambda o, m=market: efficiency(o, m) * o.capacity_rps,
                                          demand_of[svc]))
         tier = tiers.get(svc)
-        if "spot" in markets and tier is not None and tier.events:
+        if "spot" in markets and tier is not None and tier.events and tier.spot_counts:
             unit = instance_capacity(group)
             ratio = tier.events / tier.zones
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import Field
 
 from vlmopt.hw.models import ModelArch, load_model_arch
+from vlmopt.paths import data_file
 from vlmopt.schemas.catalog import GpuCatalog
 from vlmopt.schemas.common import Provenance, StrictModel
 
@@ -27,7 +28,8 @@ from . import host as host_model
 from . import options, perf
 from .variants import VariantChoice
 
-PUBLISHED_FILE = Path(__file__).resolve().parent.parent / "data" / "published_measurements.yaml"
+# The published measurements, in the data folder (a user's --data-dir / $VLMOPT_DATA_DIR copy wins).
+PUBLISHED_DATA = "published_measurements.yaml"
 
 
 class PublishedMeasurement(StrictModel):
@@ -67,8 +69,13 @@ class PublishedDataset(StrictModel):
     rows: list[PublishedMeasurement]
 
 
+def load_published(path: Path | None = None) -> PublishedDataset:
+    """The published measurements from `path`, else from the data folder (vlmopt.paths.data_file)."""
+    return _load_published(path or data_file(PUBLISHED_DATA))
+
+
 @lru_cache(maxsize=2)
-def load_published(path: Path = PUBLISHED_FILE) -> PublishedDataset:
+def _load_published(path: Path) -> PublishedDataset:
     return PublishedDataset.model_validate(yaml.safe_load(path.read_text()))
 
 

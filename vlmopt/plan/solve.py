@@ -1,8 +1,10 @@
-"""Solve the plan for one set of levers, availability included: the spot tiers (spot.py) are rows of the MILP, and
-at most `MAX_AVAILABILITY_ROUNDS` solves settle which tier each service gets."""
+"""Solve the plan for one set of levers, availability included: the availability tiers (spot.py: spot tiers, and
+on-demand tiers when on-demand instances fail, sla.py) are rows of the MILP, and at most `MAX_AVAILABILITY_ROUNDS`
+solves settle which tier each service gets."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -33,11 +35,18 @@ def worst_replica_down_probability(ctx: Context) -> float:
     return max((spot.replica_unavailability(assumptions, rate) for rate in rates), default=0.0)
 
 
+def worst_on_demand_down_probability(ctx: Context) -> float:
+    """The largest share of time one on-demand instance is down, over the on-demand offers (sla.py)."""
+    return max((o.instance_unavailability for o in ctx.offers if o.offer.market != "spot"), default=0.0)
+
+
 def service_availability(ctx: Context, problem: Problem, solution: Solution) -> dict[str, float]:
-    """P(capacity >= peak) per service, spot instances (all their GPUs) failing together."""
+    """P(capacity >= peak) per service, instances (all their GPUs) failing together: spot ones by the spot model,
+    on-demand ones independently at their offer's single-instance SLA floor."""
     offers = {o.offer.key: o for o in ctx.offers}
-    caps = {(e.service, e.variant, e.gpu, e.slice): e.capacity.capacity_rps for e in ctx.evals}
+    caps = {(e.service, e.variant, e.gpu, e.slice): ctx.planned_capacity(e) for e in ctx.evals}
     on_demand_rps: dict[str, float] = defaultdict(float)
+    on_demand_units: dict[str, list[tuple[float, float]]] = defaultdict(list)
     spot_units: dict[str, list[float]] = defaultdict(list)
     rates = []
     for placed, count in lay_out_gpus(problem, solution):
@@ -52,21 +61,33 @@ def service_availability(ctx: Context, problem: Problem, solution: Solution) -> 
                 full, rest = divmod(count, gpus_per_instance)
                 spot_units[svc] += [cap * gpus_per_instance] * full + ([cap * rest] if rest else [])
                 rates.append(info.interruption_rate_per_hour)
+            elif info.instance_unavailability > 0:
+                gpus_per_instance = info.offer.gpus_per_instance
+                full, rest = divmod(count, gpus_per_instance)
+                p_down = info.instance_unavailability
+                on_demand_units[svc] += ([(cap * gpus_per_instance, p_down)] * full
+                                         + ([(cap * rest, p_down)] if rest else []))
             else:
                 on_demand_rps[svc] += cap * count
     assumptions = ctx.workload.constraints.spot
     replica_down = max((spot.replica_unavailability(assumptions, r) for r in rates), default=0.0)
     return {
         sc.service.name: spot.availability(on_demand_rps[sc.service.name], spot_units[sc.service.name],
-                                           sc.demand_rps, assumptions, replica_down)
+                                           sc.demand_rps, assumptions, replica_down,
+                                           on_demand_units[sc.service.name])
         for sc in ctx.services
     }
 
 
-def spot_tiers(ctx: Context) -> list[spot.SpotTier]:
-    """The spot tiers every service may use (spot.spot_tiers), at the worst interruption rate on offer."""
+def spot_tiers(ctx: Context, spot_allowed: bool = True) -> list[spot.SpotTier]:
+    """The availability tiers every service may use (spot.spot_tiers), at the worst interruption rate and the
+    worst on-demand instance down share on offer; without spot, the on-demand tiers alone (none when on-demand
+    instances are not modelled to fail)."""
+    p_on_demand = worst_on_demand_down_probability(ctx)
+    if not spot_allowed and p_on_demand <= 0:
+        return []
     return spot.spot_tiers(ctx.availability_target, ctx.workload.constraints.spot,
-                           worst_replica_down_probability(ctx))
+                           worst_replica_down_probability(ctx), p_on_demand=p_on_demand, spot=spot_allowed)
 
 
 def spot_replicas(solution: Solution, problem: Problem) -> dict[str, int]:
@@ -78,16 +99,59 @@ def spot_replicas(solution: Solution, problem: Problem) -> dict[str, int]:
     return out
 
 
-def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | None = None) -> Solved | None:
-    """Optimal plan with these levers, its availability guaranteed by the MILP itself (spot tiers, spot.py).
+def failing_instances(solution: Solution, problem: Problem, tiers: dict[str, spot.SpotTier]) -> dict[str, int]:
+    """Per service, the replicas its tier's limit counts: spot ones where spot counts, on-demand ones where
+    on-demand instances fail."""
+    market = {o.key: o.market for o in problem.offers}
+    out: dict[str, int] = defaultdict(int)
+    for (offer_key, _, svc, _), n in solution.replicas.items():
+        tier = tiers.get(svc)
+        if tier is None:
+            continue
+        on_spot = market[offer_key] == "spot"
+        if (on_spot and tier.spot_counts and tier.events) or (not on_spot and tier.on_demand_fails):
+            out[svc] += n
+    return out
 
-    Round 1 gives every service the least conservative tier. Round 2, only if some service filled its tier's spot
-    replica limit: those services move to the next tier (more spot replicas allowed, each counting less), and the
-    cheaper of the two plans is kept (both meet the target). A last round would move any service the exact check
-    still finds short to on-demand carrying its peak; the tiers' proof (spot.spot_tiers, checked on random fleets in
-    tests/unit/test_plan_spot.py) says it never runs. So at most MAX_AVAILABILITY_ROUNDS solves."""
-    tiers = spot_tiers(ctx) if "spot" in levers else []
-    level = {sc.service.name: 0 for sc in ctx.services}
+
+def _first_tier_holding(tiers: list[spot.SpotTier], replicas: int) -> int:
+    """The least conservative tier whose limit allows `replicas` instances that can fail."""
+    return next((i for i, t in enumerate(tiers) if t.max_spot_replicas is None or t.max_spot_replicas >= replicas),
+                len(tiers) - 1)
+
+
+def _replicas_needed(ctx: Context, generous: bool) -> dict[str, int]:
+    """Per service, about how many replicas a plan needs: the requirement over its largest usable capacity, or
+    (generous) twice that over its smallest, with slack for the losses a tier survives."""
+    headroom = 1 + ctx.workload.constraints.headroom
+    out = {}
+    for sc in ctx.services:
+        caps = [ctx.planned_capacity(e) for e in ctx.evals if e.service == sc.service.name]
+        caps = [c for c in caps if c > 0]
+        need = sc.demand_rps * headroom
+        if not caps:
+            out[sc.service.name] = 1
+        elif generous:
+            out[sc.service.name] = 2 * math.ceil(need / min(caps)) + 2
+        else:
+            out[sc.service.name] = math.ceil(need / max(caps))
+    return out
+
+
+def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | None = None) -> Solved | None:
+    """Optimal plan with these levers, its availability guaranteed by the MILP itself (tiers, spot.py).
+
+    Round 1 gives every service the least conservative tier whose instance limit holds the replicas it needs at its
+    largest capacity; if that is infeasible, one more solve on tiers holding twice what its smallest capacity needs.
+    Then, only if some service filled its tier's limit: those services move to the next tier (more instances
+    allowed, each event counting more), and the cheaper of the two plans is kept (both meet the target). A last
+    round would move any service the exact check still finds short to the most conservative tier; the tiers' proof
+    (spot.spot_tiers, checked on random fleets in tests/unit/test_plan_spot.py) says it never runs. At most
+    MAX_AVAILABILITY_ROUNDS solves."""
+    tiers = spot_tiers(ctx, "spot" in levers)
+    needed = _replicas_needed(ctx, generous=False)
+    level = {sc.service.name: _first_tier_holding(tiers, needed[sc.service.name]) if tiers else 0
+             for sc in ctx.services}
 
     def attempt(rounds: int) -> Solved | None:
         assigned = {svc: tiers[i] for svc, i in level.items()} if tiers else {}
@@ -98,13 +162,20 @@ def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | Non
         return Solved(problem, solution, service_availability(ctx, problem, solution), rounds, assigned)
 
     best = attempt(1)
+    rounds = 1
+    if best is None and tiers:
+        # A tier's instance limit may be what made it infeasible: once more, on tiers that hold many more.
+        generous = _replicas_needed(ctx, generous=True)
+        for svc in level:
+            level[svc] = max(level[svc], _first_tier_holding(tiers, generous[svc]))
+        rounds += 1
+        best = attempt(rounds)
     if best is None or not tiers:
         return best
-    rounds = 1
-    used = spot_replicas(best.solution, best.problem)
-    capped = [svc for svc, i in level.items()
-              if tiers[i].max_spot_replicas is not None and used.get(svc, 0) >= tiers[i].max_spot_replicas]
-    if capped:
+    used = failing_instances(best.solution, best.problem, best.tiers)
+    capped = [svc for svc, i in level.items() if i + 1 < len(tiers)
+              and tiers[i].max_spot_replicas is not None and used.get(svc, 0) >= tiers[i].max_spot_replicas]
+    if capped and rounds < MAX_AVAILABILITY_ROUNDS:
         for svc in capped:
             level[svc] += 1
         rounds += 1
@@ -112,7 +183,7 @@ def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | Non
         if other is not None and other.solution.usd_per_hour < best.solution.usd_per_hour - 1e-9:
             best = other
     short = [s for s, a in best.availability.items() if a < ctx.availability_target]
-    if short:
+    if short and rounds < MAX_AVAILABILITY_ROUNDS:
         for svc in short:
             level[svc] = len(tiers) - 1
         rounds += 1

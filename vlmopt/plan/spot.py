@@ -63,9 +63,11 @@ def spread_over_zones(capacities: Sequence[float], zones: int) -> list[list[floa
     return buckets
 
 
-def _loss_distribution(capacities: Sequence[float], p_down: float) -> dict[float, float]:
-    """Distribution of capacity lost when each replica is independently down with probability p_down."""
-    dist: dict[float, float] = {0.0: 1.0}
+def _loss_distribution(capacities: Sequence[float], p_down: float,
+                       dist: dict[float, float] | None = None) -> dict[float, float]:
+    """Distribution of capacity lost when each replica is independently down with probability p_down (convolved
+    into `dist`, a distribution of capacity already lost, when given)."""
+    dist = {0.0: 1.0} if dist is None else dist
     groups: dict[float, int] = {}
     for cap in capacities:
         key = round(cap, 9)
@@ -93,9 +95,12 @@ def availability(
     demand_rps: float,
     assumptions: SpotAssumptions,
     p_replica_down: float | None = None,
+    on_demand_units: Sequence[tuple[float, float]] = (),
 ) -> float:
-    """P(capacity >= demand) for one service: on-demand capacity (assumed always up) plus spot replicas spread over
-    `assumptions.zones` zones; each zone is independently lost whole, and each surviving replica independently down.
+    """P(capacity >= demand) for one service: `on_demand_rps` always up, on-demand instances `on_demand_units`
+    ((capacity, share of time down) each, independently: the cloud's single-instance SLA, sla.py), and spot
+    replicas spread over `assumptions.zones` zones; each zone is independently lost whole, and each surviving spot
+    replica independently down.
 
     Exact: enumerates the 2^Z zone states and convolves per-replica binomials.
     """
@@ -103,6 +108,13 @@ def availability(
         return 1.0
     replica_down = replica_unavailability(assumptions) if p_replica_down is None else p_replica_down
     zone_down = zone_unavailability(assumptions)
+    on_demand_rps += sum(cap for cap, _ in on_demand_units)
+    on_demand_loss: dict[float, float] = {0.0: 1.0}
+    by_p: dict[float, list[float]] = {}
+    for cap, p in on_demand_units:
+        by_p.setdefault(p, []).append(cap)
+    for p, caps in by_p.items():
+        on_demand_loss = _loss_distribution(caps, p, on_demand_loss)
     zones = spread_over_zones(spot_replica_rps, assumptions.zones)
     total = 0.0
     for state in itertools.product((True, False), repeat=len(zones)):
@@ -113,7 +125,8 @@ def availability(
         slack = on_demand_rps + sum(alive) - demand_rps
         if slack < -1e-9:
             continue
-        p_ok = sum(p for lost, p in _loss_distribution(alive, replica_down).items() if lost <= slack + 1e-9)
+        losses = _loss_distribution(alive, replica_down, dict(on_demand_loss))
+        p_ok = sum(p for lost, p in losses.items() if lost <= slack + 1e-9)
         total += p_state * p_ok
     return min(1.0, total)
 
@@ -135,18 +148,50 @@ def prob_at_most_events(k: int, zones: int, p_zone: float, instances: int, p_ins
 class SpotTier:
     """A rule the planner's MILP enforces per service that guarantees the availability target (`spot_tiers`).
 
-    events: k, how many loss events at once (one zone's spot capacity, one spot instance) the capacity must
-    survive; None: spot capacity does not count towards the peak at all (on-demand carries it alone).
-    max_spot_replicas: n_k, the most spot replicas for which P(at most k events) >= the target.
-    zones: Z, the zones spot replicas are spread over."""
+    events: k, how many loss events at once (one zone's spot capacity, one spot instance, and with
+    `on_demand_fails` one on-demand instance) the capacity must survive; None: on-demand carries the peak alone and
+    never fails (the rule when on-demand failures are not modelled).
+    max_spot_replicas: n_k, the most instances that may fail (spot ones, and on-demand ones with `on_demand_fails`)
+    for which P(at most k events) >= the target.
+    zones: Z, the zones spot replicas are spread over.
+    on_demand_fails: on-demand instances are loss events too (they count towards n_k, and one of them is among
+    what a single event can take).
+    spot_counts: spot capacity counts towards the peak; False: on-demand carries it alone (spot is headroom)."""
 
     events: int | None
     max_spot_replicas: int | None
     zones: int = 1
+    on_demand_fails: bool = False
+    spot_counts: bool = True
 
 
-def spot_tiers(target: float, assumptions: SpotAssumptions, p_instance: float, limit: int = 4096) -> list[SpotTier]:
-    """The tiers a service may use, least conservative first; the last is always the on-demand tier.
+def _most_instances(k: int, zones: int, p_zone: float, p_instance: float, target: float, limit: int) -> int:
+    """The largest n <= limit with P(at most k of Z zone losses and n instance losses) >= target (0 if none): the
+    probability falls as n grows, so bisect."""
+    if prob_at_most_events(k, zones, p_zone, 1, p_instance) < target:
+        return 0
+    lo, hi = 1, limit
+    if prob_at_most_events(k, zones, p_zone, hi, p_instance) >= target:
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if prob_at_most_events(k, zones, p_zone, mid, p_instance) >= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+# On-demand tiers are tried up to this many losses at once (far beyond what any service's replica count needs).
+MAX_ON_DEMAND_EVENTS = 64
+
+
+def spot_tiers(target: float, assumptions: SpotAssumptions, p_instance: float, limit: int = 4096,
+               p_on_demand: float = 0.0, spot: bool = True) -> list[SpotTier]:
+    """The tiers a service may use, least conservative first: the spot tiers (with `spot`), then the on-demand
+    tiers. Without on-demand failures (`p_on_demand` 0) the one on-demand tier is "on-demand carries the peak";
+    with them, on-demand tiers k = 0, 1, ...: on-demand capacity survives any k on-demand instance losses, with
+    at most n_k on-demand instances (P(at most k of them down) >= the target), spot as headroom.
 
     Why a tier guarantees the target (docs/cost-model.md §2). The exact model (`availability`) spreads a service's
     spot instances over Z zones round-robin, largest first. Group them (by offer and variant): n_g instances in
@@ -163,19 +208,31 @@ def spot_tiers(target: float, assumptions: SpotAssumptions, p_instance: float, l
     the exact availability, which also counts the states where more events happen but capacity is left over, is at
     least that. For k >= Z the rule leaves spot nothing to count (sum_g ceil(n_g/Z) u_g >= S/Z), so the tiers stop
     there and the on-demand tier takes over: on-demand >= peak, spot replicas unlimited (availability 1).
-    """
+
+    With on-demand failures the spot tiers count on-demand instances among their n_k too, at the larger of the two
+    instance down shares (a conservative bound: P(at most k events) only falls as any event grows likelier); and
+    the largest thing one event can take is a zone's spot content or one on-demand instance, whichever is more,
+    which is what the MILP's loss variable bounds (milp_build.py)."""
     p_zone = zone_unavailability(assumptions)
     zones = assumptions.zones
+    fails = p_on_demand > 0
     tiers: list[SpotTier] = []
-    for k in range(1, zones):
-        n = 0
-        while n < limit and prob_at_most_events(k, zones, p_zone, n + 1, p_instance) >= target:
-            n += 1
+    if spot:
+        for k in range(1, zones):
+            n = _most_instances(k, zones, p_zone, max(p_instance, p_on_demand), target, limit)
+            if n >= 1:
+                tiers.append(SpotTier(k, n, zones, on_demand_fails=fails))
+            if n >= limit:
+                break
+    if not fails:
+        tiers.append(SpotTier(None, None, zones))
+        return tiers
+    for k in range(MAX_ON_DEMAND_EVENTS + 1):
+        n = _most_instances(k, 0, 0.0, p_on_demand, target, limit)
         if n >= 1:
-            tiers.append(SpotTier(k, n, zones))
+            tiers.append(SpotTier(k, n, zones, on_demand_fails=True, spot_counts=False))
         if n >= limit:
             break
-    tiers.append(SpotTier(None, None, zones))
     return tiers
 
 

@@ -49,6 +49,7 @@ class ReportData:
     levers: pd.DataFrame
     waterfall: pd.DataFrame | None
     inputs: pd.DataFrame
+    robust: pd.DataFrame | None = None
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
         """Every CSV the report writes, by file name; the four named in the issue always exist (maybe empty)."""
@@ -59,6 +60,8 @@ class ReportData:
         }
         if self.waterfall is not None:
             out["waterfall.csv"] = self.waterfall
+        if self.robust is not None:
+            out["robust.csv"] = self.robust
         return out
 
 
@@ -70,6 +73,7 @@ def collect(plan: Plan, profiles: Sequence[BenchmarkProfile], manifests: Sequenc
         memory=tables.memory_frame(plan), node_groups=tables.node_groups_frame(plan),
         services=tables.services_frame(plan), levers=tables.levers_frame(plan),
         waterfall=tables.waterfall_frame(plan), inputs=tables.inputs_frame(plan, profiles, manifests),
+        robust=tables.robust_frame(plan),
     )
 
 
@@ -118,11 +122,30 @@ def cost_section(data: ReportData) -> Section:
     sources = (f"plan.json cost and baseline.cost; prices {provenance_summary(tables.price_provenances(plan))}; "
                f"capacity {provenance_summary(tables.capacity_provenances(plan))}")
     blocks.append(Table("Cost vs baseline", frame, sources, "costs.csv"))
+    if data.robust is not None and plan.robust is not None:
+        blocks.append(Paragraph(
+            "This is a robust plan: it is sized so that the SLO still holds if every replica's capacity is at the "
+            "low end of its error band (an estimate's measured model error, a measurement's run-to-run spread). "
+            f"The nominal plan, sized at the central figures, costs {usd(plan.robust.nominal_usd_per_hour)} per "
+            f"hour; robustness adds {usd(plan.robust.extra_usd_per_hour)} per hour."))
+        blocks.append(Table("Robust plan vs nominal plan", _robust_display(data.robust),
+                            "plan.json robust (both plans solved by the planner)", "robust.csv"))
     for label, value in (("expected $/hour with spot replacements", plan.cost.expected_usd_per_hour),
                          ("worst-case $/hour", plan.cost.worst_case_usd_per_hour)):
         if value is None and any(g.market == "spot" for g in plan.node_groups):
             blocks.append(Missing(f"The plan uses spot capacity but records no {label}."))
     return Section("costs", "Cost vs baseline", blocks)
+
+
+def _robust_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Dollars on the $/hour row, counts on the others."""
+    rows = []
+    for row in frame.to_dict("records"):
+        fmt = usd if row["figure"].startswith("$") else (lambda v: f"{int(v):+d}" if v else "0")
+        plain = usd if row["figure"].startswith("$") else (lambda v: str(int(v)))
+        rows.append({"figure": row["figure"], "nominal plan": plain(row["nominal"]),
+                     "robust plan (this plan)": plain(row["robust"]), "extra": fmt(row["extra"])})
+    return pd.DataFrame(rows)
 
 
 def waterfall_section(data: ReportData) -> Section:
@@ -205,7 +228,8 @@ def candidates_section(data: ReportData) -> Section:
         "service": ("service", None), "variant": ("variant", None), "gpu": ("GPU", None),
         "slice": ("slice", None), "market": ("market", None), "slo": ("SLO", lambda v: yes_no(v == "pass")),
         "chosen": ("chosen", lambda v: "yes" if v else ""), "pareto_optimal": ("Pareto", lambda v: "yes" if v else ""),
-        "capacity_rps": ("capacity req/s", number), "p95_latency_ms": ("p95 ms", number),
+        "capacity_rps": ("capacity req/s", number), "capacity_low_rps": ("band low", number),
+        "capacity_high_rps": ("band high", number), "p95_latency_ms": ("p95 ms", number),
         "usd_per_hour_per_replica": ("$/hour/replica", usd), "usd_per_million_output_tokens": ("$/1M tok", usd),
         "reason": ("reason", None), "provenance_kind": ("figures", None),
     })

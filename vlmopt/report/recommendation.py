@@ -39,6 +39,10 @@ def recommendation_text(plan: Plan) -> str:
         cost += (f", {percent(abs(saving or 0))} {direction} than the baseline ({plan.baseline.description}) "
                  f"at {usd(base)} per hour")
     sentences.append(cost + ".")
+    if plan.robust is not None:
+        sentences.append(f"The plan is robust: it meets the SLO with every capacity at the low end of its error "
+                         f"band, which costs {usd(plan.robust.extra_usd_per_hour)} per hour more than the nominal "
+                         f"plan ({usd(plan.robust.nominal_usd_per_hour)} per hour).")
     proven = optimality(plan.solver)
     if proven is not None:
         sentences.append(f"The optimizer's plan is {proven}.")

@@ -16,7 +16,7 @@ from .formatting import is_number, provenance_kinds, saving_fraction
 
 CANDIDATE_COLUMNS = [
     "service", "variant", "gpu", "slice", "market", "chosen", "fits", "meets_slo", "slo", "pareto_optimal",
-    "capacity_rps",
+    "capacity_rps", "capacity_low_rps", "capacity_high_rps", "capacity_band",
     "usd_per_hour_per_replica", "p95_latency_ms", "usd_per_million_output_tokens", "reason",
     "provenance_kind", "provenance_source", "provenance_date",
 ]
@@ -72,7 +72,9 @@ def candidates_frame(plan: Plan) -> pd.DataFrame:
             "chosen": (c.service, c.variant, c.gpu, c.slice, c.market) in chosen,
             "fits": c.fits, "meets_slo": c.meets_slo,
             "slo": "pass" if c.fits and c.meets_slo else "fail",
-            "capacity_rps": c.capacity_rps, "usd_per_hour_per_replica": c.usd_per_hour_per_replica,
+            "capacity_rps": c.capacity_rps, "capacity_low_rps": c.capacity_low_rps,
+            "capacity_high_rps": c.capacity_high_rps, "capacity_band": c.capacity_band,
+            "usd_per_hour_per_replica": c.usd_per_hour_per_replica,
             "p95_latency_ms": c.p95_latency_ms, "usd_per_million_output_tokens": c.usd_per_million_output_tokens,
             "reason": c.reason, "provenance_kind": c.provenance.kind, "provenance_source": c.provenance.source,
             "provenance_date": c.provenance.date,
@@ -136,6 +138,26 @@ def costs_frame(plan: Plan) -> pd.DataFrame:
             "source": prices if key.endswith(("hour", "month")) else per_unit_source,
         })
     return pd.DataFrame(rows, columns=COST_COLUMNS)
+
+
+ROBUST_COLUMNS = ["figure", "nominal", "robust", "extra"]
+
+
+def robust_frame(plan: Plan) -> pd.DataFrame | None:
+    """The robust plan (every capacity at the low end of its band) beside the nominal one; None when the plan was
+    not made robust."""
+    r = plan.robust
+    if r is None:
+        return None
+    rows = [{"figure": "$ per hour", "nominal": r.nominal_usd_per_hour, "robust": r.usd_per_hour,
+             "extra": r.extra_usd_per_hour},
+            {"figure": "GPUs", "nominal": r.nominal_gpus, "robust": r.robust_gpus,
+             "extra": r.robust_gpus - r.nominal_gpus}]
+    for s in plan.services:
+        nominal = r.nominal_replicas.get(s.service, 0)
+        rows.append({"figure": f"{s.service} replicas ({r.nominal_variants.get(s.service, '?')} -> {s.variant})",
+                     "nominal": nominal, "robust": s.replicas, "extra": s.replicas - nominal})
+    return pd.DataFrame(rows, columns=ROBUST_COLUMNS)
 
 
 def node_groups_frame(plan: Plan) -> pd.DataFrame:

@@ -33,6 +33,9 @@ class Replica(StrictModel):
     server_args: ServerArgs
     capacity_rps: float = Field(ge=0, description="req/s this replica sustains at the SLO")
     capacity_provenance: Provenance
+    capacity_low_rps: float | None = Field(default=None, ge=0, description="low end of the capacity's error band")
+    capacity_high_rps: float | None = Field(default=None, ge=0, description="high end of the capacity's error band")
+    capacity_band: str | None = Field(default=None, description="how the band was derived (docs/cost-model.md)")
     kv_token_capacity: int | None = None
     memory_gib: dict[str, float] | None = Field(
         default=None, description="breakdown on the slice: weights, kv_cache, reserve, total, usable"
@@ -103,11 +106,28 @@ class Candidate(StrictModel):
     fits: bool
     meets_slo: bool
     capacity_rps: float
+    capacity_low_rps: float | None = None
+    capacity_high_rps: float | None = None
+    capacity_band: str | None = None
     usd_per_hour_per_replica: float | None = None
     p95_latency_ms: float | None = None
     usd_per_million_output_tokens: float | None = None
     reason: str = ""
     provenance: Provenance
+
+
+class RobustPlanning(StrictModel):
+    """A robust plan (`vlmopt plan --robust`): sized so the SLO holds with every capacity at the low end of its error
+    band; the nominal plan (every capacity at its central figure) is solved too, for comparison."""
+
+    capacity: Literal["low"] = Field(default="low", description="which end of each band the plan was sized at")
+    usd_per_hour: float = Field(description="the robust plan's $/h (the plan's cost)")
+    nominal_usd_per_hour: float = Field(description="the plan at the central capacities")
+    extra_usd_per_hour: float = Field(description="what robustness costs: robust - nominal")
+    nominal_gpus: int = Field(ge=0)
+    robust_gpus: int = Field(ge=0)
+    nominal_replicas: dict[str, int] = Field(default_factory=dict, description="per service, in the nominal plan")
+    nominal_variants: dict[str, str] = Field(default_factory=dict, description="per service, in the nominal plan")
 
 
 class Baseline(StrictModel):
@@ -133,3 +153,4 @@ class Plan(StrictModel):
     solver: dict[str, str | float | int] = Field(default_factory=dict)
     availability_target: float = 0.999
     notes: list[str] = Field(default_factory=list)
+    robust: RobustPlanning | None = Field(default=None, description="set when planned with --robust")

@@ -71,6 +71,16 @@ class SpotAssumptions(StrictModel):
     zones: int = Field(default=3, ge=1, le=8, description="zones the spot replicas are spread over")
 
 
+class OnDemandAssumptions(StrictModel):
+    """How often an on-demand replica's instance is down (vlmopt/plan/sla.py). By default the cloud's single-instance
+    SLA: a floor the provider commits to, not a measured failure rate (docs/cost-model.md#on-demand-instances)."""
+
+    instance_unavailability: float | None = Field(
+        default=None, ge=0, lt=1,
+        description="share of time one on-demand instance is down; None: the cloud's single-instance SLA (cloud "
+                    "mode), not modelled for your own GPUs (fleet mode)")
+
+
 class Constraints(StrictModel):
     availability: float = Field(default=0.999, gt=0, lt=1)
     headroom: float = Field(default=0.2, ge=0)
@@ -80,6 +90,7 @@ class Constraints(StrictModel):
     max_gpus: dict[str, int] = Field(default_factory=dict, description="quota per GPU id")
     allow_mig: bool = True
     spot: SpotAssumptions = Field(default_factory=SpotAssumptions)
+    on_demand: OnDemandAssumptions = Field(default_factory=OnDemandAssumptions)
 
 
 class Workload(StrictModel):
