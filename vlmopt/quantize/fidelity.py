@@ -42,7 +42,8 @@ def build_probes(processor: Any, samples: Sequence[Sample], image_token_id: int 
 
     probes = []
     for sample in samples:
-        encoded = {k: torch.as_tensor(v).unsqueeze(0) for k, v in encode(processor, sample).items()}
+        # the processor's batch of one, as produced (image_grid_thw, pixel_attention_mask, ... included)
+        encoded = {k: torch.as_tensor(v) for k, v in encode(processor, sample).items()}
         ids = encoded["input_ids"][0]
         text_positions = torch.arange(ids.shape[0])
         if image_token_id is not None:

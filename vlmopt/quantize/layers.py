@@ -26,6 +26,9 @@ class LinearLayer:
     out_features: int
     role: Role
     quantize: bool
+    # Checkpoint name (without `.weight`) of the input embedding this Linear shares its weight with: a tied
+    # `lm_head` (Gemma 3, Qwen2.5-VL-3B) has no tensor of its own in the checkpoint.
+    tied_to: str | None = None
 
 
 def to_checkpoint_name(model: Any, name: str) -> str:
@@ -46,10 +49,19 @@ def to_checkpoint_name(model: Any, name: str) -> str:
     return key.removesuffix(".weight")
 
 
+def _embedding_names(model: Any) -> dict[int, str]:
+    """id of each Embedding weight -> the module's in-memory name."""
+    import torch
+
+    return {id(module.weight): name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Embedding)}
+
+
 def linear_inventory(model: Any, plan: IgnorePlan) -> list[LinearLayer]:
     import torch
 
     keep_regexes = vision_patterns(plan.family)
+    embeddings = _embedding_names(model)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
@@ -69,6 +81,8 @@ def linear_inventory(model: Any, plan: IgnorePlan) -> list[LinearLayer]:
             out_features=module.out_features,
             role=role,
             quantize=not matches_any(name, plan.ignore),
+            tied_to=to_checkpoint_name(model, embeddings[id(module.weight)]) if id(module.weight) in embeddings
+            else None,
         ))
     return layers
 

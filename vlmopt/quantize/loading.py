@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import QuantizeInputError
+from .errors import QuantizeInputError, describe_exception
 from .ignore_rules import looks_multimodal
 from .safetensors_index import checkpoint_tensors, weights_bytes
 
@@ -73,7 +73,7 @@ def load_processor(folder: ModelFolder) -> Any:
         return AutoTokenizer.from_pretrained(folder.path, local_files_only=True)
     except Exception as exc:  # transformers raises many types here; the user needs one line
         raise QuantizeInputError(f"MODEL_DIR {folder.path}: cannot load its processor/tokenizer: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+                                 f"{describe_exception(exc)}") from exc
 
 
 def load_model(folder: ModelFolder) -> Any:
@@ -88,7 +88,7 @@ def load_model(folder: ModelFolder) -> Any:
         model = cls.from_pretrained(folder.path, dtype=torch.bfloat16, local_files_only=True)
     except Exception as exc:
         raise QuantizeInputError(f"MODEL_DIR {folder.path}: transformers cannot load it as {cls.__name__}: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+                                 f"{describe_exception(exc)}") from exc
     return model.eval()
 
 
