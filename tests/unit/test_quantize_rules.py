@@ -166,3 +166,23 @@ def test_stale_staging_of_dead_process_is_found(tmp_path: Path) -> None:
     dead.mkdir()
     (tmp_path / "gptq").mkdir()
     assert stale_staging_dirs(tmp_path) == [dead]
+
+
+def test_exception_reason_is_never_empty() -> None:
+    from vlmopt.quantize.errors import describe_exception
+
+    # transformers' missing-backend ImportError: the message starts with a newline
+    missing = ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not found.\n"
+                          "Check out the instructions.")
+    assert describe_exception(missing) == ("ImportError: Qwen2VLVideoProcessor requires the Torchvision library "
+                                           "but it was not found.")
+    assert describe_exception(RuntimeError()) == "RuntimeError (no message)"
+    assert describe_exception(KeyError("")) == "KeyError (no message)"
+    assert describe_exception(ValueError("  \n---\n  shape mismatch  ")) == "ValueError: shape mismatch"
+    try:
+        try:
+            raise OSError("disk on fire")
+        except OSError as cause:
+            raise RuntimeError("") from cause
+    except RuntimeError as chained:
+        assert describe_exception(chained) == "RuntimeError (from OSError): disk on fire"

@@ -37,10 +37,10 @@ SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_i
 TOKENIZER = TokenizerSpec(specials=SPECIALS, bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>",
                           unk="<|endoftext|>", extra_special={"image_token": "<image>"})
 
-TILE = 56  # vision image size; 4x4 patches of 14 px, pixel-shuffled by 2 -> 4 tokens per tile
+TILE = 56  # vision image size: 4x4 patches of 14 px, pixel-shuffled by 2 -> 4 tokens per tile
 PATCH = 14
 SCALE = 2
-MAX_TILES_EDGE = 4
+MAX_TILES_EDGE = 2  # up to 2x2 tiles + the global view (real SmolVLM: 4x4 of 384 px)
 
 
 def build_idefics3(folder: Path, seed: int) -> dict:
