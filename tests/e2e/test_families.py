@@ -4,8 +4,9 @@ AVX-512 (else skipped, saying why). Each served variant answers an image request
 what the checkpoint's own processor makes of the same chat (so the image tokens are counted), and takes one short
 benchmark point through `vlmopt benchmark --endpoint`.
 
-A family the serve env's vLLM does not load (Mllama: removed from vLLM after 0.10.2) is started once to prove that
-with vLLM's own message; its variants are still quantized and verified (tests/integration/test_families_quantize.py).
+A family the serve env's vLLM does not load (Mllama: removed from vLLM after 0.10.2; the Transformers fallback vLLM
+then tries fails on its processor) is started once to prove that with vLLM's own error; its variants are still
+quantized and verified (tests/integration/test_families_quantize.py).
 
 Servers run with `--enforce-eager`: on CPU that skips torch.compile's warm-up (about two minutes of a three-minute
 start on a loaded 2-core box) and changes nothing this file checks (weights, quantization kernels, processor, chat
@@ -21,7 +22,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from vlmopt.bench.server import ServerStartError, VllmServer
 from vlmopt.bench.support import unservable_reason
 from vlmopt.cli import app
 from vlmopt.schemas import BenchmarkProfile, ServerArgs, VariantManifest, load_model
-from vlmopt.testing.families import FAMILY_NAMES
+from vlmopt.testing.families import FAMILY_NAMES, family
 
 from .chat import noise_image, png_data_url, stream_chat
 
@@ -40,7 +40,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "what is in the image"
 IMAGE_SIZE = (112, 84)  # not square: the processors' resizing and tiling rules matter
 SERVER_FLAGS = ["--enforce-eager"]
-UNSERVABLE = {"mllama": "was supported in vLLM until v0.10.2, and is not supported anymore"}
+# vLLM 0.32 removed Mllama (its registry: "supported in vLLM until v0.10.2", which `--model-impl vllm` prints) and
+# falls back to its Transformers backend, which needs a processor hook MllamaProcessor does not have.
+UNSERVABLE = {"mllama": ("TransformersMultiModalForCausalLM",
+                         "'MllamaProcessor' object has no attribute '_get_num_multimodal_tokens'")}
 SHARED_SERVER = ("llava", "bf16")
 SERVED_FAMILIES = [name for name in FAMILY_NAMES if name not in UNSERVABLE]
 CASES = [(name, method) for name in SERVED_FAMILIES for method in ("bf16", "fp8", "int8", "gptq", "awq")]
@@ -75,7 +78,8 @@ def _variant_dir(manifest_path: Path, method: str) -> tuple[Path, str]:
 
 
 class ServerPipeline:
-    """Hands each case its started server and starts the next case's server in a background thread meanwhile."""
+    """Hands each case its started server, and launches the next case's server meanwhile (in this thread: the
+    server's guard process ends the server when the thread that launched it ends)."""
 
     def __init__(self, order: list[tuple[str, str]], args_for: Callable[[tuple[str, str]], ServerArgs | None],
                  log_dir: Path, serve_python: Path) -> None:
@@ -83,53 +87,35 @@ class ServerPipeline:
         self.args_for = args_for  # None: this case needs no server of its own (skipped, or shared)
         self.log_dir = log_dir
         self.serve_python = serve_python
-        self._next: tuple[tuple[str, str], VllmServer, threading.Thread, list[BaseException]] | None = None
+        self._next: tuple[tuple[str, str], VllmServer] | None = None
 
     def _launch(self, case: tuple[str, str]) -> None:
         args = self.args_for(case)
-        if args is None:
-            return
-        server = VllmServer(args, log_dir=self.log_dir, startup_timeout_s=900, env=_env(), python=self.serve_python)
-        errors: list[BaseException] = []
-
-        def start() -> None:
-            try:
-                server.start()
-            except BaseException as exc:  # handed to the test that takes this server
-                errors.append(exc)
-
-        thread = threading.Thread(target=start, name=f"vllm-{case[0]}-{case[1]}", daemon=True)
-        thread.start()
-        self._next = (case, server, thread, errors)
+        if args is not None:
+            server = VllmServer(args, log_dir=self.log_dir, startup_timeout_s=900, env=_env(),
+                                python=self.serve_python)
+            self._next = (case, server.launch())
 
     def take(self, case: tuple[str, str]) -> VllmServer:
-        """The started server of `case`; the caller stops it. Starts the following case's server meanwhile."""
+        """The healthy server of `case` (the caller stops it); the following case's server is launched first."""
         if self._next is not None and self._next[0] != case:
-            self._drop_next()
+            self.close()  # run out of the expected order: never keep more than one spare server
         if self._next is None:
             self._launch(case)
         assert self._next is not None, f"{case} has no server of its own"
-        _, server, thread, errors = self._next
+        _, server = self._next
         self._next = None
         position = self.order.index(case) if case in self.order else len(self.order)
         for following in self.order[position + 1:]:
             if self.args_for(following) is not None:
                 self._launch(following)
                 break
-        thread.join()
-        if errors:
-            raise errors[0]
-        return server
-
-    def _drop_next(self) -> None:
-        if self._next is not None:
-            _, server, thread, _ = self._next
-            thread.join()
-            server.stop()
-            self._next = None
+        return server.wait_ready()
 
     def close(self) -> None:
-        self._drop_next()
+        if self._next is not None:
+            self._next[1].stop()
+            self._next = None
 
 
 def _benchmark_point(server: VllmServer, out: Path) -> BenchmarkProfile:
@@ -218,19 +204,23 @@ def test_family_variant_serves_an_image_and_a_benchmark_point(name: str, method:
 @pytest.mark.parametrize("name", list(UNSERVABLE))
 def test_family_vllm_cannot_load_says_why(name: str, family_variants, family_matrix, serve_python: Path,
                                           tmp_path: Path) -> None:
-    """vLLM refuses the architecture before it reads weights, so one start of the bf16 checkpoint speaks for every
-    variant; the refusal must be vLLM's own, not a crash of ours."""
+    """The serve env's vLLM has no implementation of the architecture, falls back to its Transformers modeling
+    backend, and that fails on the processor before any weight is read; so one start of the bf16 checkpoint speaks
+    for every variant. The failure must be vLLM's own, as a user starting it would see it."""
     manifest_path = family_variants(name)  # quantized and verified regardless (integration tests check it)
     model_dir, _ = _variant_dir(manifest_path, "bf16")
     args = ServerArgs(model=str(model_dir), served_model_name=name, max_model_len=2048, extra_args=SERVER_FLAGS)
-    with pytest.raises(ServerStartError) as failure:
-        VllmServer(args, log_dir=tmp_path, startup_timeout_s=600, env=_env(), python=serve_python).start()
-    message = str(failure.value)
-    assert UNSERVABLE[name] in message, message
-    reason = next(line.strip() for line in message.splitlines() if UNSERVABLE[name] in line)
-    reason = reason[reason.find("Model architecture"):] if "Model architecture" in reason else reason
+    server = VllmServer(args, log_dir=tmp_path, startup_timeout_s=600, env=_env(), python=serve_python)
+    with pytest.raises(ServerStartError):
+        server.start()
+    log = server.log_path.read_text(errors="replace")
+    fallback, failure = UNSERVABLE[name]
+    assert f"Resolved architecture: {fallback}" in log, log[-3000:]
+    assert failure in log, log[-3000:]
+    reason = (f"vLLM has no {family(name).architecture} (removed after v0.10.2); its Transformers fallback "
+              f"({fallback}) fails: {failure}")
     for method in ("bf16", "fp8", "int8", "gptq", "awq"):
-        family_matrix.record(name, method, "served", "no", f"vLLM: {reason}")
+        family_matrix.record(name, method, "served", "no", reason)
         family_matrix.record(name, method, "benchmarked", "no", "not served")
 
 

@@ -43,7 +43,8 @@ TOKENIZER = TokenizerSpec(specials=SPECIALS, bos=None, eos="<|im_end|>", pad="<|
 
 TILE = 56  # SigLIP image size; 4x4 patches of 14 px per tile (real: 384 px, 27x27)
 PATCH = 14
-GRID_PINPOINTS = [[TILE * rows, TILE * cols] for rows in range(1, 4) for cols in range(1, 4)]
+# up to 2x2 tiles of 56 px (real: up to 6x6 of 384 px); the base view comes on top
+GRID_PINPOINTS = [[TILE * rows, TILE * cols] for rows in range(1, 3) for cols in range(1, 3)]
 
 
 def build_llava_onevision(folder: Path, seed: int) -> dict:
