@@ -185,7 +185,7 @@ def test_family_variant_serves_an_image_and_a_benchmark_point(name: str, method:
             f"{expected} ({expected_text})")
         image_tokens = expected - expected_text
         assert image_tokens >= 1
-        family_matrix.record(name, method, "served", "yes", f"{image_tokens} image tokens, as the processor")
+        family_matrix.record(name, method, "served", "yes", f"image: +{image_tokens} prompt tokens, = processor")
         if method != "bf16":
             log = server.log_path.read_text(errors="replace")
             assert "compressed-tensors" in log or "compressed_tensors" in log, "vLLM did not read the quant config"
