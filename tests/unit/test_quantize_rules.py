@@ -80,8 +80,8 @@ def test_parse_methods() -> None:
         parse_methods(" , ")
 
 
-def test_quantized_weight_bytes_matches_research_formulae() -> None:
-    # research/quantization.md §5: W4A16 g128 = 0.5 + 2/128 bytes per weight; FP8 per channel = 1 + 2/in.
+def test_quantized_weight_bytes_matches_formulae() -> None:
+    # W4A16 g128 = 0.5 + 2/128 bytes per weight; FP8 per channel = 1 + 2/in.
     out_f, in_f = 4096, 4096
     assert quantized_weight_bytes(out_f, in_f, METHODS["gptq"]) == out_f * in_f // 2 + 2 * out_f * in_f // 128
     assert quantized_weight_bytes(out_f, in_f, METHODS["fp8"]) == out_f * in_f + 2 * out_f

@@ -1,6 +1,6 @@
 """Lifecycle of one vLLM OpenAI-compatible server started from the serve env.
 
-vlmopt and vLLM never share an interpreter (their compressed-tensors pins conflict, ../shared/SETUP.md), so the
+vlmopt and vLLM never share an interpreter (their compressed-tensors pins conflict, docs/setup.md), so the
 server is a subprocess of the serve env's python. Guarantees:
 - binds 127.0.0.1 on a free port;
 - waits for `GET /health` == 200 within a timeout, and notices early death at once (the error quotes the log tail);

@@ -1,9 +1,9 @@
 """Calibration (and held-out evaluation) data: image+text samples, formatted with the model's own processor and chat
 template.
 
-Three sources: a built-in synthetic set generated offline (no hub access anywhere, SETUP.md), a folder of images
-(captions optional: `photo.jpg` + `photo.txt`), or a JSONL file of `{"image": path, "prompt": text}` rows (optional
-`"response"`). Held-out prompts for fidelity come from a disjoint synthetic stream (`HELDOUT_SEED_BASE`), so a
+Three sources: a built-in synthetic set generated offline (tests and CI never touch the network), a folder of
+images (captions optional: `photo.jpg` + `photo.txt`), or a JSONL file of `{"image": path, "prompt": text}` rows
+(optional `"response"`). Held-out prompts for fidelity come from a disjoint synthetic stream (`HELDOUT_SEED_BASE`), so a
 variant is never scored on what it was calibrated with.
 """
 
@@ -277,7 +277,8 @@ def build_dataset(processor: Any, samples: Sequence[Sample], max_seq_len: int):
 
 def make_collator(dtype: Any):
     """Batch size 1: the row is already a processor batch of one, so it is passed on as it is, as tensors; floating
-    inputs (pixel values) in the model's dtype (Pixtral example, §2.3)."""
+    inputs (pixel values) in the model's dtype, as llm-compressor's Pixtral example does
+    (examples/multimodal_vision/pixtral_example.py)."""
     import torch
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

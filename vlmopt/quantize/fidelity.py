@@ -1,10 +1,10 @@
 """Fidelity of a quantized model against the bf16 one: mean KL divergence of next-token distributions and top-1
-agreement on held-out image+text prompts (research/quantization.md §6.4, the CPU-capable quality proxy).
+agreement on held-out image+text prompts: a quality proxy that runs on a CPU (docs/quantize.md, "What is checked").
 
 Measured in-process on the model right after `oneshot` and before saving: at that point compressed-tensors runs
 the forward pass with the quantized weights (and dynamic activation quantization for W8A8 / FP8_DYNAMIC), i.e. the
 numerics vLLM will serve. A transformers reload of the saved checkpoint is not used: with transformers 5.x it can
-treat the vision tower as quantized and give NaN logits (SETUP.md, research/quantization.md §3).
+treat the vision tower as quantized and give NaN logits (docs/quantize.md, "What is checked").
 """
 
 from __future__ import annotations

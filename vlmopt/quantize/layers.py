@@ -35,7 +35,7 @@ def to_checkpoint_name(model: Any, name: str) -> str:
     """In-memory module name -> the name its weight has in the saved safetensors.
 
     transformers 5 renames keys on load (LLaVA: `language_model.model.layers` -> `model.language_model.layers`) and
-    reverses that on save (research/quantization.md §3); apply the same reverse renaming to the `.weight` key.
+    reverses that on save (the hub layout); apply the same reverse renaming to the `.weight` key.
     """
     conversions = getattr(model, "_weight_conversions", None) or []
     key = f"{name}.weight"
@@ -90,7 +90,7 @@ def linear_inventory(model: Any, plan: IgnorePlan) -> list[LinearLayer]:
 def check_group_size(layers: Iterable[LinearLayer], spec: MethodSpec) -> None:
     """Refuse, naming the layer, when a quantized Linear's input size is not a multiple of the group size.
 
-    llm-compressor only flags columns >= group_size (research/quantization.md §2.2); a smaller, non-multiple input
+    llm-compressor only flags columns >= group_size; a smaller, non-multiple input
     would give a group that vLLM's kernels cannot use either, so it is refused too.
     """
     if spec.group_size is None:

@@ -1,5 +1,6 @@
-"""Inspect and load the bf16 model folder. VLMs are loaded with their own class (research/quantization.md §2.1:
-`oneshot(model="<path>")` would use AutoModelForCausalLM, which refuses LLaVA/Qwen2-VL configs in transformers 5)."""
+"""Inspect and load the bf16 model folder. VLMs are loaded with their own class, as llm-compressor's VLM examples
+do: `oneshot(model="<path>")` would use AutoModelForCausalLM, which refuses LLaVA/Qwen2-VL configs in
+transformers 5."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""Verification of a saved variant, from its files only (issue 3, item 4).
+"""Verification of a saved variant, from its files only (docs/quantize.md, "What is checked").
 
 - `config.json` carries a compressed-tensors `quantization_config` of the expected format and bit width;
 - the safetensors headers show every targeted Linear quantized and every kept one (vision tower, projector,
   `lm_head`) in a float dtype with no quantization parameters;
 - every vision and projector tensor is byte-identical to the bf16 model's;
 - tokenizer, processor config and chat template are present, and the tokenizer has no persisted truncation
-  (research/quantization.md §3: llm-compressor #1418 / vLLM #19733, "Mismatch in image token count").
+  (https://github.com/vllm-project/llm-compressor/issues/1418, https://github.com/vllm-project/vllm/issues/19733:
+  "Mismatch in image token count").
 A variant that fails is not kept.
 """
 
