@@ -9,13 +9,18 @@ import urllib.request
 from typing import Any
 
 
-def png_data_url(seed: int = 0, size: tuple[int, int] = (56, 56)) -> str:
+def noise_image(seed: int = 0, size: tuple[int, int] = (56, 56)):
+    """Random pixels, `size` = (width, height); the same image `png_data_url` sends (PNG is lossless)."""
     import numpy as np
     from PIL import Image
 
     pixels = (np.random.default_rng(seed).random((size[1], size[0], 3)) * 255).astype("uint8")
+    return Image.fromarray(pixels)
+
+
+def png_data_url(seed: int = 0, size: tuple[int, int] = (56, 56)) -> str:
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
+    noise_image(seed, size).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

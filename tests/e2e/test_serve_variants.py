@@ -1,7 +1,7 @@
 """The quantized variants load and answer image prompts in the real vLLM server (serve env).
 
 On a CPU, vLLM serves FP8_DYNAMIC and W8A8 everywhere, but W4A16 (GPTQ, AWQ) only where the CPU has AVX-512: its
-`cpu_gemm_wna16` kernel is missing from the AVX2 build (SETUP.md, "What the CPU build can serve here"). One server
+`cpu_gemm_wna16` kernel is missing from the AVX2 build (docs/quantize.md). One server
 at a time; each start takes about a minute on 2 cores. FP8 and INT8 are served (with image prompts, and the
 quantization config checked in the server log) by tests/e2e/test_benchmark_e2e.py, which starts their servers
 anyway; this file covers the W4A16 variants no other test serves.
@@ -31,7 +31,7 @@ def test_variant_serves_image_prompts(method: str, tiny_variants: Path, serve_py
     if why_not:
         pytest.skip(why_not)
     variant_dir = manifest.variant_dir(method, tiny_variants)
-    # No --quantization flag: vLLM reads the compressed-tensors config from the checkpoint (research §4).
+    # No --quantization flag: vLLM reads the compressed-tensors config from the checkpoint's quantization_config.
     args = ServerArgs(model=str(variant_dir), served_model_name=f"tiny-{method}", max_model_len=1024, max_num_seqs=4)
     env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     with VllmServer(args, log_dir=tmp_path, startup_timeout_s=600, env=env, python=serve_python) as server:

@@ -79,9 +79,8 @@ def test_parse_methods() -> None:
         parse_methods(" , ")
 
 
-def test_quantized_weight_bytes_matches_research_formulae() -> None:
-    # compressed-tensors' packing: W4A16 g128 = 0.5 + 2/128 bytes per weight (a bf16 scale per group of 128);
-    # FP8 per channel = 1 + 2/in (a bf16 scale per output row).
+def test_quantized_weight_bytes_matches_formulae() -> None:
+    # W4A16 g128 = 0.5 + 2/128 bytes per weight; FP8 per channel = 1 + 2/in.
     out_f, in_f = 4096, 4096
     assert quantized_weight_bytes(out_f, in_f, METHODS["gptq"]) == out_f * in_f // 2 + 2 * out_f * in_f // 128
     assert quantized_weight_bytes(out_f, in_f, METHODS["fp8"]) == out_f * in_f + 2 * out_f
@@ -143,3 +142,23 @@ def test_fidelity_compare() -> None:
     assert result.mean_kl == pytest.approx(expected, rel=1e-5) and result.top1_agreement == 0.5
     with pytest.raises(ValueError, match="NaN"):
         compare(ref, [torch.full((2, 3), float("nan"))])
+
+
+def test_exception_reason_is_never_empty() -> None:
+    from vlmopt.quantize.errors import describe_exception
+
+    # transformers' missing-backend ImportError: the message starts with a newline
+    missing = ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not found.\n"
+                          "Check out the instructions.")
+    assert describe_exception(missing) == ("ImportError: Qwen2VLVideoProcessor requires the Torchvision library "
+                                           "but it was not found.")
+    assert describe_exception(RuntimeError()) == "RuntimeError (no message)"
+    assert describe_exception(KeyError("")) == "KeyError (no message)"
+    assert describe_exception(ValueError("  \n---\n  shape mismatch  ")) == "ValueError: shape mismatch"
+    try:
+        try:
+            raise OSError("disk on fire")
+        except OSError as cause:
+            raise RuntimeError("") from cause
+    except RuntimeError as chained:
+        assert describe_exception(chained) == "RuntimeError (from OSError): disk on fire"

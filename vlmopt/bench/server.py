@@ -1,6 +1,6 @@
 """Lifecycle of one vLLM OpenAI-compatible server started from the serve env.
 
-vlmopt and vLLM never share an interpreter (their compressed-tensors pins conflict, ../shared/SETUP.md), so the
+vlmopt and vLLM never share an interpreter (their compressed-tensors pins conflict, docs/setup.md), so the
 server is a subprocess of the serve env's python. Guarantees:
 - binds 127.0.0.1 on a free port;
 - waits for `GET /health` == 200 within a timeout, and notices early death at once (the error quotes the log tail);
@@ -136,6 +136,7 @@ class VllmServer:
         self._guard: subprocess.Popen[bytes] | None = None
         self._log_file = None
         self._version: str | None = None
+        self._launched: float | None = None
         self.startup_s: float | None = None
 
     # -- properties -----------------------------------------------------------------------------------------------
@@ -171,6 +172,16 @@ class VllmServer:
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> VllmServer:
+        """Launch the server and wait until it is healthy."""
+        return self.launch().wait_ready()
+
+    def launch(self) -> VllmServer:
+        """Start the server process without waiting for it; `wait_ready()` waits. Lets a caller overlap a start
+        (three Python processes importing torch and vLLM, on a CPU most of a minute) with other work.
+
+        Call it from a thread that outlives the server: the guard asks the kernel for a signal when its parent
+        *thread* exits (PR_SET_PDEATHSIG), so a server launched from a short-lived thread is stopped with it.
+        """
         if self._guard is not None:
             raise ServerError("server already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +189,7 @@ class VllmServer:
         self._log_file.write(f"$ {shlex.join(self.command())}\n".encode())
         self._log_file.flush()
         guard_cmd = [sys.executable, "-m", "vlmopt.bench._guard", str(os.getpid()), "--", *self.command()]
-        started = time.monotonic()
+        self._launched = time.monotonic()
         self._guard = subprocess.Popen(
             guard_cmd,
             stdout=self._log_file,
@@ -187,12 +198,20 @@ class VllmServer:
             env=self.environment(),
             start_new_session=True,
         )
+        return self
+
+    def wait_ready(self) -> VllmServer:
+        """Wait for `GET /health` == 200 after `launch()`; on failure the server is stopped and the error raised."""
+        if self._guard is None or self._launched is None:
+            raise ServerError("server was not launched")
+        if self.startup_s is not None:
+            return self
         try:
-            self._wait_healthy(started)
+            self._wait_healthy(self._launched)
         except BaseException:
             self.stop()
             raise
-        self.startup_s = time.monotonic() - started
+        self.startup_s = time.monotonic() - self._launched
         return self
 
     def _wait_healthy(self, started: float) -> None:

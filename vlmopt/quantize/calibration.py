@@ -1,9 +1,9 @@
 """Calibration (and held-out evaluation) data: image+text samples, formatted with the model's own processor and chat
 template.
 
-Three sources: a built-in synthetic set generated offline (no hub access anywhere, SETUP.md), a folder of images
-(captions optional: `photo.jpg` + `photo.txt`), or a JSONL file of `{"image": path, "prompt": text}` rows (optional
-`"response"`). Held-out prompts for fidelity come from a disjoint synthetic stream (`HELDOUT_SEED_BASE`), so a
+Three sources: a built-in synthetic set generated offline (tests and CI never touch the network), a folder of
+images (captions optional: `photo.jpg` + `photo.txt`), or a JSONL file of `{"image": path, "prompt": text}` rows
+(optional `"response"`). Held-out prompts for fidelity come from a disjoint synthetic stream (`HELDOUT_SEED_BASE`), so a
 variant is never scored on what it was calibrated with.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import QuantizeInputError
+from .errors import QuantizeInputError, describe_exception
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CALIBRATION_SEED_BASE = 0
@@ -213,22 +213,48 @@ def chat_messages(sample: Sample) -> list[dict[str, Any]]:
 
 
 def encode(processor: Any, sample: Sample) -> dict[str, Any]:
-    """Chat template + processor -> model inputs (numpy arrays, batch dimension dropped)."""
+    """Chat template + processor -> the model inputs exactly as the processor produced them (numpy, batch of one).
+
+    Nothing is sliced or reshaped: several families' vision inputs are not `[batch, ...]` tensors (Qwen2-VL's
+    `pixel_values` are `[patches, features]` described by `image_grid_thw`; Idefics3 adds `pixel_attention_mask`,
+    Mllama `aspect_ratio_ids`/`aspect_ratio_mask`/`cross_attention_mask`, LLaVA-NeXT `image_sizes`), and the vision
+    tower needs each of them as produced.
+    """
     add_generation_prompt = not sample.response
     template_owner = processor if getattr(processor, "chat_template", None) else getattr(processor, "tokenizer", None)
-    if template_owner is None or not getattr(template_owner, "chat_template", None):
+    templated = template_owner is not None and bool(getattr(template_owner, "chat_template", None))
+    if not templated:
         if sample.image is not None:
             raise QuantizeInputError("the model folder has no chat template, so image prompts cannot be formatted")
         text = sample.prompt + (" " + sample.response if sample.response else "")
     else:
         text = template_owner.apply_chat_template(chat_messages(sample), tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
-    if sample.image is not None:
-        encoded = processor(images=[sample.image], text=text, return_tensors="np")
-    else:
-        tokenizer = getattr(processor, "tokenizer", processor)
-        encoded = tokenizer(text, return_tensors="np")
-    return {key: np.asarray(value)[0] for key, value in encoded.items()}
+    # A chat template writes its own BOS; tokenizing its output adds none, as vLLM does for chat requests.
+    special = {"add_special_tokens": not templated}
+    try:
+        if sample.image is not None:
+            encoded = processor(images=[sample.image], text=[text], return_tensors="pt", **special)
+        else:
+            tokenizer = getattr(processor, "tokenizer", processor)
+            encoded = tokenizer([text], return_tensors="pt", **special)
+    except Exception as exc:  # the processor's own failure on a well-formed sample: one line, not a traceback
+        raise QuantizeInputError(f"the model's processor cannot encode a calibration sample ({sample.origin}): "
+                                 f"{describe_exception(exc)}") from exc
+    return {key: _to_numpy(value) for key, value in encoded.items()}
+
+
+def _to_numpy(value: Any) -> Any:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()  # numpy has no bfloat16; the collator casts to the model's dtype
+        return value.numpy()
+    return np.asarray(value)
+
+
+def sequence_length(encoded: dict[str, Any]) -> int:
+    return int(np.asarray(encoded["input_ids"]).shape[-1])
 
 
 def build_dataset(processor: Any, samples: Sequence[Sample], max_seq_len: int):
@@ -239,7 +265,7 @@ def build_dataset(processor: Any, samples: Sequence[Sample], max_seq_len: int):
     rows, too_long = [], 0
     for sample in samples:
         row = encode(processor, sample)
-        if len(row["input_ids"]) > max_seq_len:
+        if sequence_length(row) > max_seq_len:
             too_long += 1
             continue
         rows.append(row)
@@ -250,7 +276,9 @@ def build_dataset(processor: Any, samples: Sequence[Sample], max_seq_len: int):
 
 
 def make_collator(dtype: Any):
-    """Batch size 1: add the batch dimension back; pixel values in the model's dtype (Pixtral example, §2.3)."""
+    """Batch size 1: the row is already a processor batch of one, so it is passed on as it is, as tensors; floating
+    inputs (pixel values) in the model's dtype, as llm-compressor's Pixtral example does
+    (examples/multimodal_vision/pixtral_example.py)."""
     import torch
 
     def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -258,7 +286,7 @@ def make_collator(dtype: Any):
             raise ValueError(f"calibration runs with batch size 1, got {len(batch)}")
         out = {}
         for key, value in batch[0].items():
-            tensor = torch.as_tensor(np.asarray(value)).unsqueeze(0)
+            tensor = torch.as_tensor(np.asarray(value))
             if tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             out[key] = tensor

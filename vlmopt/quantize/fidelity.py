@@ -1,10 +1,10 @@
 """Fidelity of a quantized model against the bf16 one: mean KL divergence of next-token distributions and top-1
-agreement on held-out image+text prompts (research/quantization.md §6.4, the CPU-capable quality proxy).
+agreement on held-out image+text prompts: a quality proxy that runs on a CPU (docs/quantize.md, "What is checked").
 
 Measured in-process on the model right after `oneshot` and before saving: at that point compressed-tensors runs
 the forward pass with the quantized weights (and dynamic activation quantization for W8A8 / FP8_DYNAMIC), i.e. the
 numerics vLLM will serve. A transformers reload of the saved checkpoint is not used: with transformers 5.x it can
-treat the vision tower as quantized and give NaN logits (SETUP.md, research/quantization.md §3).
+treat the vision tower as quantized and give NaN logits (docs/quantize.md, "What is checked").
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def build_probes(processor: Any, samples: Sequence[Sample], image_token_id: int 
 
     probes = []
     for sample in samples:
-        encoded = {k: torch.as_tensor(v).unsqueeze(0) for k, v in encode(processor, sample).items()}
+        # the processor's batch of one, as produced (image_grid_thw, pixel_attention_mask, ... included)
+        encoded = {k: torch.as_tensor(v) for k, v in encode(processor, sample).items()}
         ids = encoded["input_ids"][0]
         text_positions = torch.arange(ids.shape[0])
         if image_token_id is not None:

@@ -1,10 +1,11 @@
 """Which modules stay in bf16, per architecture family.
 
-The vision tower, the projector and `lm_head` are never quantized (research/quantization.md §0.2, §2.3): vLLM cannot
-load a quantized `lm_head` (§3, llm-compressor #1820) and GPTQ over a vision tower fails opaquely with "No statistics
-available" (§6.2). Module names are transformers 5 in-memory names (`model.vision_tower.*`, `model.visual.*`, ...);
-the patterns are written loosely (`.*vision_tower.*`) so that they also match the checkpoint (hub) names that
-llm-compressor writes into the saved `ignore` list (§3), which `verify.py` reads back.
+The vision tower, the projector and `lm_head` are never quantized, as in llm-compressor's VLM examples
+(examples/multimodal_vision): vLLM cannot load a quantized `lm_head`
+(https://github.com/vllm-project/llm-compressor/issues/1820) and GPTQ over a vision tower fails opaquely with "No
+statistics available". Module names are transformers 5 in-memory names (`model.vision_tower.*`, `model.visual.*`,
+...); the patterns are written loosely (`.*vision_tower.*`) so that they also match the checkpoint (hub) names that
+llm-compressor writes into the saved `ignore` list, which `verify.py` reads back.
 
 An architecture this table does not know is refused: quantizing it blindly could quantize its vision tower. The user
 can name the modules to keep with `--ignore`, which then replaces the family's rules entirely.
@@ -43,8 +44,8 @@ class ArchitectureFamily:
         return ("lm_head", "re:.*lm_head$", *(f"re:{p}" for p in (*self.vision_patterns, *self.projector_patterns)))
 
 
-# One entry per family named in issue 3; patterns from research/quantization.md §2.3 (llm-compressor's own VLM
-# examples) and §7 (transformers 5 module names).
+# One entry per family (each exercised by a tiny checkpoint of vlmopt.testing.families); patterns from llm-compressor's
+# own VLM examples and transformers 5 module names.
 FAMILIES: tuple[ArchitectureFamily, ...] = (
     ArchitectureFamily(
         name="llava",
@@ -56,7 +57,7 @@ FAMILIES: tuple[ArchitectureFamily, ...] = (
         name="qwen-vl",
         model_types=("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe"),
         # transformers >= 4.52 renamed `visual.*` to `model.visual.*`; the merger (projector) lives inside `visual`
-        # (research/quantization.md §8, llm-compressor PR #1545).
+        # (https://github.com/vllm-project/llm-compressor/pull/1545).
         vision_patterns=(r".*visual.*",),
         projector_patterns=(r".*visual\.merger.*",),
     ),

@@ -26,13 +26,16 @@ class LinearLayer:
     out_features: int
     role: Role
     quantize: bool
+    # Checkpoint name (without `.weight`) of the input embedding this Linear shares its weight with: a tied
+    # `lm_head` (Gemma 3, Qwen2.5-VL-3B) has no tensor of its own in the checkpoint.
+    tied_to: str | None = None
 
 
 def to_checkpoint_name(model: Any, name: str) -> str:
     """In-memory module name -> the name its weight has in the saved safetensors.
 
     transformers 5 renames keys on load (LLaVA: `language_model.model.layers` -> `model.language_model.layers`) and
-    reverses that on save (research/quantization.md §3); apply the same reverse renaming to the `.weight` key.
+    reverses that on save (the hub layout); apply the same reverse renaming to the `.weight` key.
     """
     conversions = getattr(model, "_weight_conversions", None) or []
     key = f"{name}.weight"
@@ -46,10 +49,19 @@ def to_checkpoint_name(model: Any, name: str) -> str:
     return key.removesuffix(".weight")
 
 
+def _embedding_names(model: Any) -> dict[int, str]:
+    """id of each Embedding weight -> the module's in-memory name."""
+    import torch
+
+    return {id(module.weight): name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Embedding)}
+
+
 def linear_inventory(model: Any, plan: IgnorePlan) -> list[LinearLayer]:
     import torch
 
     keep_regexes = vision_patterns(plan.family)
+    embeddings = _embedding_names(model)
     layers = []
     for name, module in model.named_modules():
         if not isinstance(module, torch.nn.Linear):
@@ -69,6 +81,8 @@ def linear_inventory(model: Any, plan: IgnorePlan) -> list[LinearLayer]:
             out_features=module.out_features,
             role=role,
             quantize=not matches_any(name, plan.ignore),
+            tied_to=to_checkpoint_name(model, embeddings[id(module.weight)]) if id(module.weight) in embeddings
+            else None,
         ))
     return layers
 
@@ -76,7 +90,7 @@ def linear_inventory(model: Any, plan: IgnorePlan) -> list[LinearLayer]:
 def check_group_size(layers: Iterable[LinearLayer], spec: MethodSpec) -> None:
     """Refuse, naming the layer, when a quantized Linear's input size is not a multiple of the group size.
 
-    llm-compressor only flags columns >= group_size (research/quantization.md §2.2); a smaller, non-multiple input
+    llm-compressor only flags columns >= group_size; a smaller, non-multiple input
     would give a group that vLLM's kernels cannot use either, so it is refused too.
     """
     if spec.group_size is None:

