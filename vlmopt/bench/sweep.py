@@ -1,9 +1,10 @@
 """Saturation detection and the SLO capacity search (pure functions; the runner measures).
 
-Search over concurrency, the load variable of `vllm bench sweep serve_workload` (research/benchmark.md §0.2,
-§1.6): double it from 1 until the server saturates, the SLO breaks or a cap is hit, then bisect between the
-highest concurrency that met the SLO and the lowest that did not. Saturation follows GuideLLM's idea (§3.3) on
-a coarse grid: more load buys (almost) no more throughput while latency climbs.
+Search over concurrency, the load variable of `vllm bench sweep serve_workload` (upstream `vllm/benchmarks/sweep/`):
+double it from 1 until the server saturates, the SLO breaks or a cap is hit, then bisect between the highest
+concurrency that met the SLO and the lowest that did not. Saturation follows GuideLLM's sweep profile (from
+synchronous up to maximum throughput) on a coarse grid: more load buys (almost) no more throughput while latency
+climbs.
 """
 
 from __future__ import annotations

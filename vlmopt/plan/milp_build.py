@@ -228,6 +228,9 @@ class _Builder:
             spot_groups = [(col, self.units[g]) for g, col in self.group_cols.items() if g[0] == svc]
             if spot_groups:
                 milp.add_row([(loss, 1.0)] + [(col, -unit) for col, unit in spot_groups], 0.0, np.inf)
+            if demand.on_demand_loss_rps is not None:
+                milp.add_row([(loss, 1.0)], demand.on_demand_loss_rps, np.inf)
+                cols = []  # the constant stands for every on-demand group: no binaries
             on_demand: dict[SpotGroup, list[int]] = defaultdict(list)
             for c in cols:
                 offer, opt = meta[c]

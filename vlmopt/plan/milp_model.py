@@ -76,6 +76,10 @@ class Demand:
     # None: the floor assumes spot capacity evenly spread over zones (zone share). A tier: the floor holds after any
     # k zone or instance losses, with at most n_k spot replicas, which guarantees the availability target (spot.py).
     spot_tier: SpotTier | None = None
+    # Where on-demand instances fail (a tier's `on_demand_fails`): the most capacity one on-demand instance of the plan
+    # holds, as a constant the solve rounds set (solve.py); None: the MILP decides it with a binary per on-demand
+    # group, exact but far slower to solve.
+    on_demand_loss_rps: float | None = None
 
 
 @dataclass
@@ -166,6 +170,19 @@ SpotGroup = tuple[str, str, str, bool]  # (service, spot offer key, variant, on 
 
 def spot_group(offer: Offer, option: ReplicaOption) -> SpotGroup:
     return (option.service, offer.key, option.variant, option.slice != WHOLE)
+
+
+def on_demand_units_used(problem: Problem, solution: Solution) -> dict[str, float]:
+    """Per service, the most capacity one on-demand instance of `solution` holds (the loss one on-demand instance
+    failure takes, spot_unit_capacity's bound)."""
+    units = spot_unit_capacity(problem, ("on_demand",))
+    market = {o.key: o.market for o in problem.offers}
+    used: dict[str, float] = {}
+    for (offer_key, slice_name, svc, variant), count in solution.replicas.items():
+        if count > 0 and market[offer_key] == "on_demand":
+            unit = units.get((svc, offer_key, variant, slice_name != WHOLE), 0.0)
+            used[svc] = max(used.get(svc, 0.0), unit)
+    return used
 
 
 def spot_unit_capacity(problem: Problem, markets: tuple[str, ...] = ("spot",)) -> dict[SpotGroup, float]:

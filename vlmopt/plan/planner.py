@@ -150,7 +150,7 @@ def _solver_stats(
     solver = dict(solved.solution.stats)
     solver["status"] = solved.solution.status
     solver["availability_rounds"] = solved.rounds
-    solver["milp_solves"] = sum(found.rounds if found else 1 for found in cache.values())
+    solver["milp_solves"] = sum(found.solves if found else 1 for found in cache.values())
     if is_large(ctx):
         solver["pruning"] = (f"heuristic: >{PRUNE_ABOVE_SERVICES} services, kept the variants within "
                              f"{PRUNE_VARIANT_SLACK:.0%} of each service's best $/h per req/s, the "

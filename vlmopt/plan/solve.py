@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import spot
 from .context import Context
-from .milp_model import Problem, Solution
+from .milp_model import Problem, Solution, on_demand_units_used, spot_unit_capacity
 from .optimizer import solve
 from .placement import lay_out_gpus
 from .problem import problem_for
 
 # Solves per lever set: the tiered MILP, one more if a service filled its tier's spot limit, one safety net.
 MAX_AVAILABILITY_ROUNDS = 3
+# Solves per round with a fixed on-demand loss before the exact model decides (`solve_with_on_demand_losses`).
+MAX_LOSS_SOLVES = 3
 
 
 @dataclass
@@ -26,6 +28,7 @@ class Solved:
     availability: dict[str, float]
     rounds: int
     tiers: dict[str, spot.SpotTier] = field(default_factory=dict)
+    solves: int = 1  # MILP solves made to find this plan (every round, the solves settling on-demand losses too)
 
 
 def worst_replica_down_probability(ctx: Context) -> float:
@@ -138,11 +141,76 @@ def _replicas_needed(ctx: Context, generous: bool) -> dict[str, int]:
     return out
 
 
+def _smallest_on_demand_units(problem: Problem) -> dict[str, float]:
+    """Per service, the least capacity one of its on-demand instances can hold (> 0)."""
+    smallest: dict[str, float] = {}
+    for (svc, _, _, _), unit in spot_unit_capacity(problem, ("on_demand",)).items():
+        if unit > 0:
+            smallest[svc] = min(smallest.get(svc, unit), unit)
+    return smallest
+
+
+def solve_with_on_demand_losses(problem: Problem) -> tuple[Solution, int]:
+    """Solve, with what one failing on-demand instance takes fixed per service: a constant, so the MILP needs no
+    binary per on-demand group (exact, but with them HiGHS ran to its time limit on two services sharing MIG H100s
+    and on 50 services).
+
+    Round 1 fixes it at the service's smallest on-demand instance: a relaxation, so its cost is a lower bound on
+    every plan's, and if the plan's own largest on-demand instance is no larger, the plan is optimal. Otherwise the
+    next round fixes it at what that plan used, and the last (MAX_LOSS_SOLVES) at the largest instance any plan may
+    use; a plan whose instances all fit the bound it was solved with survives its tier's losses. The plan returned
+    records, as its proven gap, how far above round 1's lower bound it can be. Only if a fixed bound leaves no plan
+    at all (one that smaller instances would have met) does the exact model decide. Returns (solution,
+    solves)."""
+    failing = {d.service for d in problem.demands if d.spot_tier is not None and d.spot_tier.on_demand_fails
+               and d.spot_tier.events}
+    if not failing:
+        return solve(problem), 1
+    exact_demands = list(problem.demands)
+    bound = {svc: unit for svc, unit in _smallest_on_demand_units(problem).items() if svc in failing}
+    largest: dict[str, float] = defaultdict(float)
+    for (svc, _, _, _), unit in spot_unit_capacity(problem, ("on_demand",)).items():
+        largest[svc] = max(largest[svc], unit)
+    lower_bound: float | None = None
+    solves = 0
+    while solves < MAX_LOSS_SOLVES:
+        problem.demands = [replace(d, on_demand_loss_rps=bound.get(d.service, 0.0)) if d.service in failing else d
+                           for d in exact_demands]
+        solution = solve(problem)
+        solves += 1
+        if not solution.has_plan:
+            if lower_bound is None:
+                return solution, solves  # the relaxation has no plan, so nothing has
+            break
+        if lower_bound is None:
+            lower_bound = solution.objective_bound if solution.objective_bound is not None else solution.objective
+        used = on_demand_units_used(problem, solution)
+        short = [svc for svc in failing if used.get(svc, 0.0) > bound.get(svc, 0.0) + 1e-9]
+        if not short:
+            return _bounded_by(solution, lower_bound), solves
+        # the last round bounds by the largest instance any plan could use, which every plan fits
+        last = solves + 1 == MAX_LOSS_SOLVES
+        bound.update({svc: largest[svc] if last else used[svc] for svc in short})
+    problem.demands = exact_demands  # a fixed bound made it infeasible where smaller instances would fit
+    return solve(problem), solves + 1
+
+
+def _bounded_by(solution: Solution, lower_bound: float) -> Solution:
+    """The solution with its proven bound lowered to `lower_bound` (a relaxation's), and its recorded gap with it."""
+    own = solution.objective_bound if solution.objective_bound is not None else solution.objective
+    solution.objective_bound = min(own, lower_bound)
+    gap = solution.proven_gap
+    if gap is not None:
+        solution.stats["proven_gap"] = round(gap, 6)
+    return solution
+
+
 def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | None = None) -> Solved | None:
     """Optimal plan with these levers, its availability guaranteed by the MILP itself (tiers, spot.py).
 
     Round 1 gives every service the least conservative tier whose instance limit holds the replicas it needs at its
-    largest capacity; if that is infeasible, one more solve on tiers holding twice what its smallest capacity needs.
+    largest capacity; if that is infeasible, the next tier, then tiers holding twice what its smallest capacity
+    needs.
     Then, only if some service filled its tier's limit: those services move to the next tier (more instances
     allowed, each event counting more), and the cheaper of the two plans is kept (both meet the target). A last
     round would move any service the exact check still finds short to the most conservative tier; the tiers' proof
@@ -156,20 +224,31 @@ def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | Non
     def attempt(rounds: int) -> Solved | None:
         assigned = {svc: tiers[i] for svc, i in level.items()} if tiers else {}
         problem = problem_for(ctx, levers, assigned, time_limit_s=time_limit_s)
-        solution = solve(problem)
+        solution, solves = solve_with_on_demand_losses(problem)
+        total_solves[0] += solves
         if not solution.has_plan:
             return None
         return Solved(problem, solution, service_availability(ctx, problem, solution), rounds, assigned)
 
+    total_solves = [0]
+
     best = attempt(1)
     rounds = 1
     if best is None and tiers:
-        # A tier's instance limit may be what made it infeasible: once more, on tiers that hold many more.
+        # A tier's instance limit may be what made it infeasible: the next tier first (the least conservative one
+        # that may hold the plan: jumping straight to a generous limit can land on a tier that survives many losses
+        # and costs far more), then tiers holding twice what the smallest capacity needs.
         generous = _replicas_needed(ctx, generous=True)
-        for svc in level:
-            level[svc] = max(level[svc], _first_tier_holding(tiers, generous[svc]))
-        rounds += 1
-        best = attempt(rounds)
+        ceiling = {svc: max(level[svc], _first_tier_holding(tiers, generous[svc])) for svc in level}
+        for step in ("next", "generous"):
+            if rounds >= MAX_AVAILABILITY_ROUNDS or all(level[svc] >= ceiling[svc] for svc in level):
+                break
+            for svc in level:
+                level[svc] = min(level[svc] + 1, ceiling[svc]) if step == "next" else ceiling[svc]
+            rounds += 1
+            best = attempt(rounds)
+            if best is not None:
+                break
     if best is None or not tiers:
         return best
     used = failing_instances(best.solution, best.problem, best.tiers)
@@ -189,4 +268,5 @@ def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | Non
         rounds += 1
         best = attempt(rounds) or best
     best.rounds = rounds
+    best.solves = total_solves[0]
     return best

@@ -1,12 +1,12 @@
 """Spot availability model: how much spot capacity is really there, and what an on-demand floor buys.
 
-Two failure modes, both from research/planning.md §7:
+Two failure modes (docs/cost-model.md §2 gives the sources and figures):
 - independent interruptions of single spot instances (AWS gives a 2-minute notice; a replacement replica needs an
   instance launch, an image pull and a model load before it serves again);
 - correlated loss of a whole zone's spot capacity of one instance type: "co-interruptions within the same instance
   type and availability zone occur within three minutes in over 92 % of cases" (Spot-and-Scoot, arXiv 2604.16457).
 
-The policy follows SkyServe/SpotHedge (Mao et al., arXiv 2411.01438; research/planning.md §6): spread spot replicas
+The policy follows SkyServe/SpotHedge (Mao et al., arXiv 2411.01438): spread spot replicas
 over zones, over-provision spot (`num_overprovision`), keep an on-demand floor (`base_ondemand_fallback_replicas`)
 that, with the surviving zones, still carries the peak when one zone's spot capacity goes at once, and fall back
 to on-demand while spot is gone (`dynamic_ondemand_fallback`), which is what the expected cost prices in.
