@@ -1,9 +1,9 @@
 """Every VLM family's tiny checkpoint, quantized by the real llm-compressor (tests/conftest.py `family_variants`),
-served by the real vLLM of the serve env: by default one quantized variant per family (FP8 or INT8; see
-DEFAULT_TIER), with VLMOPT_FAMILY_MATRIX=full bf16, FP8 and INT8 everywhere and W4A16 (GPTQ, AWQ) where the CPU has
-AVX-512 (else skipped, saying why). Each served variant answers an image request whose `usage.prompt_tokens` equals
-what the checkpoint's own processor makes of the same chat (so the image tokens are counted), and takes one short
-benchmark point through `vlmopt benchmark --endpoint`.
+served by the real vLLM of the serve env: bf16, FP8 and INT8 everywhere, W4A16 (GPTQ, AWQ) where the CPU has AVX-512
+(else skipped, saying why); VLMOPT_FAMILY_MATRIX=quick serves one quantized variant per family instead. Each served
+variant answers an image request whose `usage.prompt_tokens` equals what the checkpoint's own processor makes of the
+same chat (so the image tokens are counted), and takes one short benchmark point through `vlmopt benchmark
+--endpoint`.
 
 A family the serve env's vLLM does not load (Mllama: removed from vLLM after 0.10.2; the Transformers fallback vLLM
 then tries fails on its processor) is started once to prove that with vLLM's own error; its variants are still
@@ -48,14 +48,14 @@ UNSERVABLE = {"mllama": ("TransformersMultiModalForCausalLM",
 SHARED_SERVER = ("llava", "bf16")
 SERVED_FAMILIES = [name for name in FAMILY_NAMES if name not in UNSERVABLE]
 METHODS = ("bf16", "fp8", "int8", "gptq", "awq")
-# Every start costs a minute or more of a 2-core CI machine, so the default tier serves each family once, with a
-# quantized variant (its processor, chat template, token counts and compressed-tensors loading), alternating FP8 and
-# INT8 so both schemes meet several architectures; LLaVA's bf16 rides on the session's shared server (its other
-# variants have their own tests). VLMOPT_FAMILY_MATRIX=full serves every variant of every family.
-FULL_MATRIX = os.environ.get("VLMOPT_FAMILY_MATRIX", "ci") == "full"
-DEFAULT_TIER = [("llava", "bf16")] + [(name, ("fp8", "int8")[i % 2])
-                                      for i, name in enumerate(n for n in SERVED_FAMILIES if n != "llava")]
-CASES = [(name, method) for name in SERVED_FAMILIES for method in METHODS] if FULL_MATRIX else DEFAULT_TIER
+# The default (and CI) serves bf16, FP8 and INT8 of every family, W4A16 where the CPU allows. For a quicker local
+# loop, VLMOPT_FAMILY_MATRIX=quick serves each family once, with a quantized variant (its processor, chat template,
+# token counts and compressed-tensors loading), alternating FP8 and INT8 so both schemes meet several architectures;
+# LLaVA's bf16 rides on the session's shared server.
+FULL_MATRIX = os.environ.get("VLMOPT_FAMILY_MATRIX", "full") != "quick"
+QUICK_TIER = [("llava", "bf16")] + [(name, ("fp8", "int8")[i % 2])
+                                    for i, name in enumerate(n for n in SERVED_FAMILIES if n != "llava")]
+CASES = [(name, method) for name in SERVED_FAMILIES for method in METHODS] if FULL_MATRIX else QUICK_TIER
 BENCH = ["--input-tokens", "16", "--output-tokens", "8", "--num-prompts", "4", "--warmup", "0",
          "--concurrency", "2", "--image-size", "56x56"]
 
