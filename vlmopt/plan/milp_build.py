@@ -229,8 +229,15 @@ class _Builder:
             if spot_groups:
                 milp.add_row([(loss, 1.0)] + [(col, -unit) for col, unit in spot_groups], 0.0, np.inf)
             if demand.on_demand_loss_rps is not None:
-                milp.add_row([(loss, 1.0)], demand.on_demand_loss_rps, np.inf)
-                cols = []  # the constant stands for every on-demand group: no binaries
+                # The constant stands for every on-demand group: one binary says whether the service has any
+                # on-demand replica at all (a service on spot alone loses no on-demand instance).
+                on_demand_cols = [c for c in cols if meta[c][0].market != "spot"]
+                if on_demand_cols:
+                    any_used = milp.add_var(0.0, ub=1.0)
+                    most = float(sum(self.bound_sv[(svc, variant)][0] for (s, variant) in self.bound_sv if s == svc))
+                    milp.add_row([(c, 1.0) for c in on_demand_cols] + [(any_used, -most)], -np.inf, 0.0)
+                    milp.add_row([(loss, 1.0), (any_used, -demand.on_demand_loss_rps)], 0.0, np.inf)
+                cols = []
             on_demand: dict[SpotGroup, list[int]] = defaultdict(list)
             for c in cols:
                 offer, opt = meta[c]
