@@ -172,10 +172,11 @@ def spot_group(offer: Offer, option: ReplicaOption) -> SpotGroup:
     return (option.service, offer.key, option.variant, option.slice != WHOLE)
 
 
-def on_demand_units_used(problem: Problem, solution: Solution) -> dict[str, float]:
+def on_demand_units_used(problem: Problem, solution: Solution,
+                         units: dict[SpotGroup, float] | None = None) -> dict[str, float]:
     """Per service, the most capacity one on-demand instance of `solution` holds (the loss one on-demand instance
-    failure takes, spot_unit_capacity's bound)."""
-    units = spot_unit_capacity(problem, ("on_demand",))
+    failure takes, spot_unit_capacity's bound); `units` is spot_unit_capacity(problem, ("on_demand",)) if known."""
+    units = spot_unit_capacity(problem, ("on_demand",)) if units is None else units
     market = {o.key: o.market for o in problem.offers}
     used: dict[str, float] = {}
     for (offer_key, slice_name, svc, variant), count in solution.replicas.items():

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from . import spot
 from .context import Context
-from .milp_model import Problem, Solution, on_demand_units_used, spot_unit_capacity
+from .milp_model import Problem, Solution, SpotGroup, on_demand_units_used, spot_unit_capacity
 from .optimizer import solve
 from .placement import lay_out_gpus
 from .problem import problem_for
@@ -141,23 +141,23 @@ def _replicas_needed(ctx: Context, generous: bool) -> dict[str, int]:
     return out
 
 
-def _smallest_on_demand_units(problem: Problem) -> dict[str, float]:
+def _smallest_on_demand_units(units: dict[SpotGroup, float]) -> dict[str, float]:
     """Per service, the least capacity one of its on-demand instances can hold (> 0)."""
     smallest: dict[str, float] = {}
-    for (svc, _, _, _), unit in spot_unit_capacity(problem, ("on_demand",)).items():
+    for (svc, _, _, _), unit in units.items():
         if unit > 0:
             smallest[svc] = min(smallest.get(svc, unit), unit)
     return smallest
 
 
-def _estimated_on_demand_units(problem: Problem) -> dict[str, float]:
+def _estimated_on_demand_units(problem: Problem, units: dict[SpotGroup, float]) -> dict[str, float]:
     """Per service, the capacity of one instance of the on-demand group that serves it alone most cheaply once the
     loss it must survive is paid for: instances = ceil((peak + k x unit) / unit), also enough for the required
     capacity. A guess of the instance a cost-minimal plan uses (sharing GPUs with other services can change it)."""
     price = {o.key: o.usd_per_instance_hour for o in problem.offers}
     demand_of = {d.service: d for d in problem.demands}
     best: dict[str, tuple[float, float]] = {}
-    for (svc, offer_key, _, _), unit in spot_unit_capacity(problem, ("on_demand",)).items():
+    for (svc, offer_key, _, _), unit in units.items():
         demand = demand_of.get(svc)
         if unit <= 0 or demand is None or demand.spot_tier is None:
             continue
@@ -189,10 +189,11 @@ def solve_with_on_demand_losses(problem: Problem) -> tuple[Solution, int]:
     if not failing:
         return solve(problem), 1
     exact_demands = list(problem.demands)
-    bound = {svc: unit for svc, unit in _smallest_on_demand_units(problem).items() if svc in failing}
-    estimated = _estimated_on_demand_units(problem)
+    units = spot_unit_capacity(problem, ("on_demand",))  # options and offers stay fixed across the rounds
+    bound = {svc: unit for svc, unit in _smallest_on_demand_units(units).items() if svc in failing}
+    estimated = _estimated_on_demand_units(problem, units)
     largest: dict[str, float] = defaultdict(float)
-    for (svc, _, _, _), unit in spot_unit_capacity(problem, ("on_demand",)).items():
+    for (svc, _, _, _), unit in units.items():
         largest[svc] = max(largest[svc], unit)
     lower_bound: float | None = None
     solves = 0
@@ -207,7 +208,7 @@ def solve_with_on_demand_losses(problem: Problem) -> tuple[Solution, int]:
             break
         if lower_bound is None:
             lower_bound = solution.objective_bound if solution.objective_bound is not None else solution.objective
-        used = on_demand_units_used(problem, solution)
+        used = on_demand_units_used(problem, solution, units)
         short = [svc for svc in failing if used.get(svc, 0.0) > bound.get(svc, 0.0) + 1e-9]
         if not short:
             return _bounded_by(solution, lower_bound), solves
