@@ -18,6 +18,7 @@ from vlmopt.schemas.profile import (
     HostCostMeasurement,
     ImageHostCost,
     LoadPoint,
+    ServerProbe,
     WorkloadSpec,
 )
 
@@ -139,6 +140,36 @@ def test_measured_image_cost_interpolates_in_pixels() -> None:
     costs = host_model.host_costs_from_measurement(m, (200, 100))
     assert costs.request_s == pytest.approx(host_model.HTTP_REQUEST_S + 0.002)
     assert costs.output_token_s == pytest.approx(20e-6 + host_model.SSE_TOKEN_S)
+
+
+def test_api_server_work_after_admission_is_not_charged_before_the_engine() -> None:
+    # The probe's text request (16 tokens) cost the API server 30 ms of CPU; 40 ms for the image one. Before the
+    # engine: HTTP prior + 2 ms tokenising, and per image max(40 - 30, 10 ms processor) = 10 ms. The rest of the text
+    # request, 30 - 4 = 26 ms, ran after admission (one engine step's outputs per token at one client): 1.625 ms
+    # per output token, not 26 ms that would space the requests handed to the engine.
+    m = _measurement().model_copy(update={"server": ServerProbe(
+        requests_each=3, output_tokens=16, image_size="100x100", text_api_server_cpu_s=0.030,
+        image_api_server_cpu_s=0.040)})
+    costs = host_model.host_costs_from_measurement(m, (100, 100))
+    assert costs.request_s == pytest.approx(host_model.HTTP_REQUEST_S + 0.002)
+    assert costs.image_s == pytest.approx(0.010)
+    assert costs.output_token_s == pytest.approx((0.030 - host_model.HTTP_REQUEST_S - 0.002) / 16)
+    # With load points, the per-request CPU they measured (4 and 8 req/s at 0.2 and 0.4 cores: 50 ms, no idle part)
+    # less the 14 ms before the engine is spread over their 32 output tokens; their run-queue wait (20 % and 40 %:
+    # 30 %) stretches the 14 ms before the engine to 20 ms of wall time.
+    profile = _profile([{"label": "c1", "request_throughput": 4.0, "api_server_cpu_util": 0.2,
+                         "api_server_cpu_wait_share": 0.2},
+                        {"label": "c4", "request_throughput": 8.0, "api_server_cpu_util": 0.4,
+                         "api_server_cpu_wait_share": 0.4}])
+    profile.workload.output_tokens, profile.workload.images_per_request = 32, 1
+    load = host_model.api_server_load(profile)
+    assert load is not None and load.per_request_s == pytest.approx(0.050) and load.cpu_wait_share == pytest.approx(0.3)
+    costs = host_model.host_costs_from_measurement(m, (100, 100), load=load)
+    shape = perf.RequestShape(input_tokens=10, output_tokens=32, images_per_request=1)
+    assert costs.output_token_s == pytest.approx((0.050 - 0.014) / 32)
+    assert costs.seconds_per_request(shape) == pytest.approx(0.050)  # the capacity cap keeps the measured CPU
+    assert costs.pre_engine_s(shape) == pytest.approx(0.014)
+    assert costs.pre_engine_wall_s(shape) == pytest.approx(0.014 / 0.7)
 
 
 def _profile(points: list[dict], **extra) -> BenchmarkProfile:

@@ -145,6 +145,9 @@ class HostCosts:
     # vLLM before V1 (the default from 0.8.0) ran the multimodal processor in the engine process, serially with the
     # model's steps, not in the API server (docs/cost-model.md#host-costs).
     preprocess_in_engine: bool = False
+    # Share of the API server's runnable time it waited for a core on the measured host (0: it never waited): its
+    # work before the engine takes 1 / (1 - share) of its CPU seconds in wall time.
+    cpu_wait_share: float = 0.0
 
     def seconds_per_request(self, shape: RequestShape) -> float:
         """API-server CPU seconds one request of `shape` costs, start to finish."""
@@ -153,6 +156,10 @@ class HostCosts:
     def pre_engine_s(self, shape: RequestShape) -> float:
         images = 0.0 if self.preprocess_in_engine else shape.images_per_request * self.image_s
         return self.request_s + images
+
+    def pre_engine_wall_s(self, shape: RequestShape) -> float:
+        """Wall seconds from a request reaching the API server to the engine having it, on the measured host."""
+        return self.pre_engine_s(shape) / (1.0 - min(max(self.cpu_wait_share, 0.0), 0.9))
 
     def engine_preprocess_s(self, shape: RequestShape) -> float:
         return shape.images_per_request * self.image_s if self.preprocess_in_engine else 0.0

@@ -121,6 +121,10 @@ class ApiServerLoad:
     idle_cores: float
     output_tokens: int
     images: int
+    # Share of the API server's runnable time spent waiting for a core (the kernel's run-queue wait, mean over the
+    # points): on a host whose cores the engine keeps busy, the server's work takes 1 / (1 - share) of its CPU time
+    # in wall time, and that wall time is what spaces the requests it hands to the engine.
+    cpu_wait_share: float = 0.0
 
 
 def api_server_load(profile: BenchmarkProfile) -> ApiServerLoad | None:
@@ -132,25 +136,33 @@ def api_server_load(profile: BenchmarkProfile) -> ApiServerLoad | None:
         return None
     rates = np.array([r for r, _ in points])
     utils = np.array([u for _, u in points])
+    waits = [p.api_server_cpu_wait_share for p in profile.points
+             if p.api_server_cpu_wait_share is not None and not p.incomplete and not p.failed]
+    wait = min(float(np.mean(waits)), 0.9) if waits else 0.0
     if len(points) >= 2 and np.ptp(rates) > 0.2 * rates.max():
         slope, intercept = np.polyfit(rates, utils, 1)
         if slope > 0:
             return ApiServerLoad(float(slope), max(float(intercept), 0.0), profile.workload.output_tokens,
-                                 profile.workload.images_per_request)
+                                 profile.workload.images_per_request, wait)
     busiest = int(np.argmax(rates))
     return ApiServerLoad(float(utils[busiest] / rates[busiest]), 0.0, profile.workload.output_tokens,
-                         profile.workload.images_per_request)
+                         profile.workload.images_per_request, wait)
 
 
 def host_costs_from_measurement(measurement: HostCostMeasurement, image_size: tuple[int, int] | None,
                                 api_server_count: int = 1, source: str = "",
                                 load: ApiServerLoad | None = None) -> perf.HostCosts:
-    """Host costs from a benchmark's measurement, best evidence first:
-    - the API server's own CPU: per request across the load points (`load`), and for the probe's text-only and
-      image requests (less its idle share over their duration): per-image cost = image - text request, per-token
-      cost from the load points' longer outputs against the probe's, per-request cost = the rest. This is what vLLM
-      really spends (HTTP, chat template, hashing and streaming included);
-    - else the processor and tokenizer timings alone, plus priors for HTTP and SSE framing.
+    """Host costs from a benchmark's measurement. Before the engine sees a request (what delays it and spaces the
+    requests the API server hands over): HTTP and chat template (a prior), tokenisation and the image's fetch,
+    decode and processor, as the probe timed them one by one; per image the larger of the processor timing and the
+    probe's image - text request difference in the API server's own CPU (hashing and base64 included). Everything
+    else the API server spends per request (less its idle share over the request's duration), from the load points
+    (`load`) where they measured it, else from the probe's text request, runs after the engine has the request:
+    the engine's output for every step, detokenising and streaming, so it is charged per output token (never below
+    the timed detokeniser plus an SSE prior). The residual is not charged before the engine: a light load's CPU per
+    request is mostly that per-step output handling (vLLM's API server handles each engine step's outputs and
+    stats once, so at one client each token costs a whole step's handling). The API server's run-queue wait on
+    the profiled host (`load.cpu_wait_share`) comes along to turn its CPU seconds into wall time.
     Image costs at other sizes scale with the processor timing's growth in pixels."""
     processor_image = image_seconds(measurement, image_size) if image_size else 0.0
     tokenize = measurement.tokenize_cpu_s or 0.0
@@ -173,12 +185,15 @@ def host_costs_from_measurement(measurement: HostCostMeasurement, image_size: tu
             probe_processor = image_seconds(measurement, (w, h))
             scale = (processor_image or 0.0) / probe_processor if probe_processor else 1.0
             image_s = max((image - text) * scale, processor_image or 0.0)
-        if load is not None and load.output_tokens > tokens:
-            token_s = max((load.per_request_s - text - load.images * image_s) / (load.output_tokens - tokens), detok)
-        request_s = max(text - tokens * token_s, tokenize)
+        if load is not None and load.output_tokens > 0:
+            after_admission, out_tokens = load.per_request_s - request_s - load.images * image_s, load.output_tokens
+        else:
+            after_admission, out_tokens = text - request_s, tokens
+        token_s = max(after_admission / max(out_tokens, 1), token_s)
     return perf.HostCosts(request_s=request_s, image_s=image_s, output_token_s=token_s,
                           api_server_count=api_server_count,
-                          source=source or f"measured ({measurement.processor or 'processor'} in the serve env)")
+                          source=source or f"measured ({measurement.processor or 'processor'} in the serve env)",
+                          cpu_wait_share=load.cpu_wait_share if load is not None else 0.0)
 
 
 @dataclass(frozen=True)

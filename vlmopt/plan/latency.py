@@ -43,7 +43,7 @@ class Coefficients:
     step_seq_overhead_s: np.ndarray
     output_tokens: np.ndarray
     max_batch: np.ndarray
-    host_pre_s: np.ndarray  # API-server seconds before the engine
+    host_pre_s: np.ndarray  # API-server wall seconds before the engine
     host_total_s: np.ndarray  # API-server seconds per request in all
     host_token_s: np.ndarray  # API-server seconds per output token
     api_servers: np.ndarray
@@ -74,7 +74,7 @@ class Coefficients:
                 per_seq,
                 float(shape.output_tokens),
                 float(max_batch),
-                host.pre_engine_s(shape),
+                host.pre_engine_wall_s(shape),
                 host.seconds_per_request(shape),
                 host.output_token_s,
                 float(host.api_server_count),
