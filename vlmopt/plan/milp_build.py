@@ -16,6 +16,7 @@ import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 
 from .milp_model import (
+    WHOLE,
     Layout,
     Offer,
     Problem,
@@ -40,6 +41,7 @@ class Milp:
     """min cost @ x  s.t.  row_lb <= matrix @ x <= row_ub,  0 <= x <= col_ub,  x integer."""
 
     cost: list[float] = field(default_factory=list)
+    col_lb: list[float] = field(default_factory=list)
     col_ub: list[float] = field(default_factory=list)
     gpu_cols: dict[GpuKey, int] = field(default_factory=dict)
     instance_cols: dict[str, int] = field(default_factory=dict)
@@ -51,8 +53,9 @@ class Milp:
     row_ub: list[float] = field(default_factory=list)
     integer: list[bool] = field(default_factory=list)  # False: a continuous column (a capacity, not a count)
 
-    def add_var(self, cost: float, ub: float = np.inf, integer: bool = True) -> int:
+    def add_var(self, cost: float, ub: float = np.inf, integer: bool = True, lb: float = 0.0) -> int:
         self.cost.append(cost)
+        self.col_lb.append(lb)
         self.col_ub.append(ub)
         self.integer.append(integer)
         return len(self.cost) - 1
@@ -106,26 +109,37 @@ class _Builder:
 
     # ---- columns ----------------------------------------------------------------------------------------------
     def gpu_and_replica_columns(self) -> None:
-        milp = self.milp
+        milp, shares, fixed = self.milp, self.problem.slice_price_share, self.problem.fixed_replicas
         for offer in self.problem.offers:
             layouts = self.layouts_by_gpu.get(offer.gpu, [])
             if not layouts or not self.options_by_gpu.get(offer.gpu):
                 continue
-            per_gpu_cost = offer.usd_per_gpu_hour if offer.gpus_per_instance == 1 else 0.0
+            # The relaxation buys instances GPU by GPU and MIG slices one by one (no MIG GPU columns).
+            per_gpu_cost = offer.usd_per_gpu_hour if offer.gpus_per_instance == 1 or shares is not None else 0.0
             stock_ub = offer.stock_gpus if offer.stock_gpus is not None else np.inf
             for layout in layouts:
+                if shares is not None and layout.is_mig:
+                    continue
                 # On a cost tie prefer the whole GPU: no MIG reconfiguration to run, no slice overhead.
                 milp.gpu_cols[(offer.key, layout)] = milp.add_var(
                     per_gpu_cost + EPS_GPU * (2 if layout.is_mig else 1), ub=stock_ub)
-            if offer.gpus_per_instance > 1:
+            if offer.gpus_per_instance > 1 and shares is None:
                 milp.instance_cols[offer.key] = milp.add_var(offer.usd_per_instance_hour)
             profiles = {p for layout in layouts for p in layout.slices}
             for opt in self.options_by_gpu[offer.gpu]:
                 if opt.slice not in profiles or not self.problem.on_offer(opt, offer):
                     continue
                 on_spot = offer.market == "spot"
-                col = milp.add_var(EPS_REPLICA, ub=self.bound_sv[(opt.service, opt.variant)][on_spot])
-                milp.replica_cols[(offer.key, opt.slice, opt.service, opt.variant)] = col
+                key = (offer.key, opt.slice, opt.service, opt.variant)
+                cost = EPS_REPLICA
+                if shares is not None and opt.slice != WHOLE:
+                    cost += offer.usd_per_gpu_hour * shares[(offer.gpu, opt.slice)]
+                upper = float(self.bound_sv[(opt.service, opt.variant)][on_spot])
+                lower = 0.0
+                if fixed is not None:
+                    lower = upper = float(fixed.get(key, 0))
+                col = milp.add_var(cost, ub=upper, lb=lower)
+                milp.replica_cols[key] = col
                 self.replica_meta[col] = (offer, opt)
 
     def variant_columns(self) -> str | None:
@@ -164,6 +178,8 @@ class _Builder:
         for (offer_key, profile, _, _), col in milp.replica_cols.items():
             by_offer_profile[(offer_key, profile)].append(col)
         for (offer_key, profile), cols in by_offer_profile.items():
+            if self.problem.slice_price_share is not None and profile != WHOLE:
+                continue  # the relaxation pays for each slice itself
             entries = [(col, 1.0) for col in cols]
             for layout in self.layouts_by_gpu[self.offers[offer_key].gpu]:
                 if layout.count(profile):

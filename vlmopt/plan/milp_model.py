@@ -4,6 +4,7 @@ docs/cost-model.md#3-the-optimizer-optimizerpy has the formulation."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -94,6 +95,14 @@ class Problem:
     mip_rel_gap: float = 1e-6  # HiGHS stops once the best plan is within this fraction of the lower bound
     # The MIG-slice options that may also run on spot offers; None: all of them (pruning narrows it, problem.py).
     spot_mig: frozenset[ReplicaOption] | None = None
+    # (GPU, MIG profile) -> (share of the GPU's compute slices, share of its memory slices) the slice takes, for the
+    # per-service relaxation's slice prices (by_service.py).
+    mig_slice_resources: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    # The per-service relaxation (by_service.py): a MIG slice costs this share of its GPU's price, bought one by one,
+    # and a multi-GPU instance is bought GPU by GPU; None: GPUs and instances are bought whole (the real problem).
+    slice_price_share: dict[tuple[str, str], float] | None = None
+    # Replica counts decided beforehand (by_service.py packs them onto GPUs); None: the MILP chooses them.
+    fixed_replicas: dict[tuple[str, str, str, str], int] | None = None
 
     def on_offer(self, option: ReplicaOption, offer: Offer) -> bool:
         """Whether this option may run on this offer's GPUs."""
@@ -200,25 +209,42 @@ def spot_unit_capacity(problem: Problem, markets: tuple[str, ...] = ("spot",)) -
                 continue  # never on a spot instance
             cap[key] = max(cap.get(key, 0.0), opt.capacity_rps)
     pairs = {(opt.service, opt.variant, opt.gpu) for opt in problem.options if opt.capacity_rps > 0}
+    layouts_of: dict[str, list[Layout]] = {}
+    for lay in problem.layouts:
+        layouts_of.setdefault(lay.gpu, []).append(lay)
+    per_gpu_cache: dict[tuple[bool, str, str, str], tuple[float, float]] = {}
+
+    def per_gpu(on_spot: bool, svc: str, var: str, gpu: str) -> tuple[float, float]:
+        """(one whole-GPU replica, the best MIG layout's slices) of the service's variant on one GPU."""
+        key = (on_spot, svc, var, gpu)
+        if key not in per_gpu_cache:
+            cap, layouts = caps[on_spot], layouts_of.get(gpu, [])
+            whole = cap.get((svc, var, gpu, WHOLE), 0.0) if any(not lay.is_mig for lay in layouts) else 0.0
+            mig = max((sum(cap.get((svc, var, gpu, p), 0.0) for p in lay.slices) for lay in layouts if lay.is_mig),
+                      default=0.0)
+            per_gpu_cache[key] = (whole, mig)
+        return per_gpu_cache[key]
+
     out: dict[SpotGroup, float] = {}
     for offer in problem.offers:
         if offer.market not in markets:
             continue
-        layouts = [lay for lay in problem.layouts if lay.gpu == offer.gpu]
-        cap = caps[offer.market == "spot"]
         for svc, var, gpu in pairs:
             if gpu != offer.gpu:
                 continue
-            whole = cap.get((svc, var, gpu, WHOLE), 0.0) if any(not lay.is_mig for lay in layouts) else 0.0
-            mig = max((sum(cap.get((svc, var, gpu, p), 0.0) for p in lay.slices) for lay in layouts if lay.is_mig),
-                      default=0.0)
-            for on_mig, per_gpu in ((False, whole), (True, mig)):
-                if per_gpu > 0:
-                    out[(svc, offer.key, var, on_mig)] = per_gpu * offer.gpus_per_instance
+            whole, mig = per_gpu(offer.market == "spot", svc, var, gpu)
+            for on_mig, capacity in ((False, whole), (True, mig)):
+                if capacity > 0:
+                    out[(svc, offer.key, var, on_mig)] = capacity * offer.gpus_per_instance
     return out
 
 
 def useful_layouts(layouts: Sequence[Layout], usable: set[str]) -> list[Layout]:
+    return list(_useful_layouts(tuple(layouts), frozenset(usable)))
+
+
+@functools.lru_cache(maxsize=4096)  # the same GPU's layouts come back in every solve of a plan
+def _useful_layouts(layouts: tuple[Layout, ...], usable: frozenset[str]) -> tuple[Layout, ...]:
     """The layouts worth a column: a layout's slices that no option can use stay idle, so what it offers is its
     count of usable slices per profile; a layout offering no more than another one (same price: same GPU) is
     dropped, as is one offering nothing. Exact: any plan on a dropped layout runs as well on the one dominating it."""
@@ -232,4 +258,4 @@ def useful_layouts(layouts: Sequence[Layout], usable: set[str]) -> list[Layout]:
         )
         if not dominated:
             kept.append(lay)
-    return kept
+    return tuple(kept)

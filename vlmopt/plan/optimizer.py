@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -74,17 +75,8 @@ def independent_parts(problem: Problem) -> list[Problem]:
     parts = []
     for names in members.values():  # dicts keep insertion order: parts come in the order of their first service
         wanted = set(names)
-        parts.append(Problem(
-            offers=problem.offers,
-            layouts=problem.layouts,
-            options=[o for o in problem.options if o.service in wanted],
-            demands=[d for d in problem.demands if d.service in wanted],
-            quotas=problem.quotas,
-            single_variant=problem.single_variant,
-            time_limit_s=problem.time_limit_s,
-            mip_rel_gap=problem.mip_rel_gap,
-            spot_mig=problem.spot_mig,
-        ))
+        parts.append(replace(problem, options=[o for o in problem.options if o.service in wanted],
+                             demands=[d for d in problem.demands if d.service in wanted]))
     return parts
 
 
@@ -119,7 +111,7 @@ def _solve_milp(problem: Problem, model: Milp, time_limit_s: float) -> Solution:
         c=np.array(model.cost),
         constraints=constraints,
         integrality=np.array(model.integer, dtype=int),
-        bounds=Bounds(np.zeros(n_vars), np.array(model.col_ub)),
+        bounds=Bounds(np.array(model.col_lb), np.array(model.col_ub)),
         options={"time_limit": time_limit_s, "mip_rel_gap": problem.mip_rel_gap, "disp": False},
     )
     stats["highs_status"] = int(result.status)

@@ -154,11 +154,11 @@ def _solver_stats(
     if is_large(ctx):
         solver["pruning"] = (f"heuristic: >{PRUNE_ABOVE_SERVICES} services, kept the variants within "
                              f"{PRUNE_VARIANT_SLACK:.0%} of each service's best $/h per req/s, the "
-                             f"{PRUNE_KEEP_PER_VARIANT} most cost-efficient options per service, variant and market, "
-                             f"the cheapest big enough, and on spot the {PRUNE_KEEP_PER_VARIANT} best per req/s left "
-                             f"after the spot tier's losses; whole GPUs only on spot; "
-                             f"HiGHS stops within {LARGE_MIP_REL_GAP:.1%} of its bound (or after "
-                             f"{LARGE_TIME_LIMIT_S:g} s)")
+                             f"{PRUNE_KEEP_PER_VARIANT} most cost-efficient options per service, variant and market "
+                             f"(whole GPUs and MIG slices apart), the cheapest big enough, and on spot the "
+                             f"{PRUNE_KEEP_PER_VARIANT} best per req/s left after the spot tier's losses; whole GPUs "
+                             f"only on spot; a plan within {LARGE_MIP_REL_GAP:.1%} of its lower bound is accepted "
+                             f"(solves stop after {LARGE_TIME_LIMIT_S:g} s)")
     if attributed:
         limited = sorted(",".join(sorted(k)) or "baseline" for k, found in cache.items()
                          if found is not None and k != full and found.solution.status != "optimal")

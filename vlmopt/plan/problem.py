@@ -56,8 +56,15 @@ def problem_for(
         Demand(sc.service.name, sc.demand_rps * (1 + c.headroom), sc.demand_rps, tiers.get(sc.service.name))
         for sc in ctx.services
     ]
+    slice_resources = {}
+    for lay in layouts:
+        geometry = ctx.gpus[lay.gpu].mig
+        for profile in lay.slices if lay.is_mig and geometry is not None else ():
+            spec = ctx.gpus[lay.gpu].mig_profile(profile)
+            slice_resources[(lay.gpu, profile)] = (spec.compute_slices / geometry.compute_slices,
+                                                   spec.memory_slices / geometry.memory_slots)
     problem = Problem(offers, layouts, replica_options, demands, quotas=dict(c.max_gpus) if quotas else {},
-                      spot_mig=spot_mig)
+                      spot_mig=spot_mig, mig_slice_resources=slice_resources)
     if is_large(ctx):
         problem.mip_rel_gap = LARGE_MIP_REL_GAP
         problem.time_limit_s = LARGE_TIME_LIMIT_S
@@ -91,7 +98,8 @@ def prune(
 ) -> tuple[list[ReplicaOption], frozenset[ReplicaOption]]:
     """Heuristic for large workloads: per service keep the variants whose best $/h per req/s (GPU price x slice
     share / capacity) is within 10 % of the service's best. Per (service, variant, market) keep the 4 most
-    cost-efficient (GPU, slice) options (what big services pack onto), the cheap-and-big-enough frontier
+    cost-efficient (GPU, slice) options, whole GPUs and MIG slices apart (what big services pack onto), the
+    cheap-and-big-enough frontier
     (`cheapest_by_size`: what small services fit in), and on spot the 4 most cost-efficient per req/s that survives
     the service's spot tier (capacity minus k/Z of the most one instance can hold: what the availability rule counts;
     small MIG slices of a big GPU count little there). On spot, whole GPUs only: the spot rule counts the loss of a
@@ -114,41 +122,50 @@ def prune(
     def efficiency(opt: ReplicaOption, market: str) -> float:
         return price.get((opt.gpu, market), math.inf) * share[(opt.gpu, opt.slice)] / opt.capacity_rps
 
-    by_sv: dict[tuple[str, str], list[ReplicaOption]] = defaultdict(list)
-    for opt in replica_options:
-        by_sv[(opt.service, opt.variant)].append(opt)
-    demand_of = {sc.service.name: sc.demand_rps * (1 + ctx.workload.constraints.headroom) for sc in ctx.services}
-    slices_of: dict[str, set[tuple[str, ...]]] = defaultdict(set)  # layouts differing only in starts count once
-    for lay in layouts:
-        slices_of[lay.gpu].add(tuple(sorted(lay.slices)))
+    def kept_of(kind: list[ReplicaOption]) -> set[ReplicaOption]:
+        by_sv: dict[tuple[str, str], list[ReplicaOption]] = defaultdict(list)
+        for opt in kind:
+            by_sv[(opt.service, opt.variant)].append(opt)
+        demand_of = {sc.service.name: sc.demand_rps * (1 + ctx.workload.constraints.headroom) for sc in ctx.services}
+        slices_of: dict[str, set[tuple[str, ...]]] = defaultdict(set)  # layouts differing only in starts count once
+        for lay in layouts:
+            slices_of[lay.gpu].add(tuple(sorted(lay.slices)))
 
-    def instance_capacity(group: list[ReplicaOption]) -> dict[str, float]:
-        cap = {(o.gpu, o.slice): o.capacity_rps for o in group}
-        return {g: spot_gpus_per_instance.get(g, 1) * max(sum(cap.get((g, p), 0.0) for p in sl)
-                                                          for sl in slices_of[g])
-                for g in {o.gpu for o in group}}
+        def instance_capacity(group: list[ReplicaOption]) -> dict[str, float]:
+            cap = {(o.gpu, o.slice): o.capacity_rps for o in group}
+            return {g: spot_gpus_per_instance.get(g, 1) * max(sum(cap.get((g, p), 0.0) for p in sl)
+                                                              for sl in slices_of[g])
+                    for g in {o.gpu for o in group}}
 
-    best_of_variant = {sv: min(efficiency(o, m) for o in group for m in markets) for sv, group in by_sv.items()}
-    best_of_service: dict[str, float] = defaultdict(lambda: math.inf)
-    for (svc, _), value in best_of_variant.items():
-        best_of_service[svc] = min(best_of_service[svc], value)
-    kept: set[ReplicaOption] = set()
-    for (svc, var), group in by_sv.items():
-        if best_of_variant[(svc, var)] > best_of_service[svc] * (1 + PRUNE_VARIANT_SLACK):
-            continue
-        for market in markets:
-            kept.update(sorted(group, key=lambda o, m=market: efficiency(o, m))[:PRUNE_KEEP_PER_VARIANT])
-            kept.update(cheapest_by_size(group, lambda o, m=market: efficiency(o, m) * o.capacity_rps,
-                                         demand_of[svc]))
-        tier = tiers.get(svc)
-        if "spot" in markets and tier is not None and tier.events and tier.spot_counts:
-            unit = instance_capacity(group)
-            ratio = tier.events / tier.zones
+        best_of_variant = {sv: min(efficiency(o, m) for o in group for m in markets) for sv, group in by_sv.items()}
+        best_of_service: dict[str, float] = defaultdict(lambda: math.inf)
+        for (svc, _), value in best_of_variant.items():
+            best_of_service[svc] = min(best_of_service[svc], value)
+        kept: set[ReplicaOption] = set()
+        for (svc, var), group in by_sv.items():
+            if best_of_variant[(svc, var)] > best_of_service[svc] * (1 + PRUNE_VARIANT_SLACK):
+                continue
+            for market in markets:
+                kept.update(sorted(group, key=lambda o, m=market: efficiency(o, m))[:PRUNE_KEEP_PER_VARIANT])
+                kept.update(cheapest_by_size(group, lambda o, m=market: efficiency(o, m) * o.capacity_rps,
+                                             demand_of[svc]))
+            tier = tiers.get(svc)
+            if "spot" in markets and tier is not None and tier.events and tier.spot_counts:
+                unit = instance_capacity(group)
+                ratio = tier.events / tier.zones
 
-            def survives(o: ReplicaOption, unit=unit, ratio=ratio) -> float:
-                left = o.capacity_rps - ratio * unit[o.gpu]
-                return price.get((o.gpu, "spot"), math.inf) * share[(o.gpu, o.slice)] / left if left > 0 else math.inf
+                def survives(o: ReplicaOption, unit=unit, ratio=ratio) -> float:
+                    left = o.capacity_rps - ratio * unit[o.gpu]
+                    if left <= 0:
+                        return math.inf
+                    return price.get((o.gpu, "spot"), math.inf) * share[(o.gpu, o.slice)] / left
 
-            ranked = sorted((o for o in group if math.isfinite(survives(o))), key=survives)
-            kept.update(ranked[:PRUNE_KEEP_PER_VARIANT])
+                ranked = sorted((o for o in group if math.isfinite(survives(o))), key=survives)
+                kept.update(ranked[:PRUNE_KEEP_PER_VARIANT])
+        return kept
+
+    # Whole GPUs and MIG slices are ranked apart, so the options kept with MIG packing on include every whole-GPU
+    # option kept without it: turning a lever on never loses an option (its plan never costs more).
+    kept = (kept_of([o for o in replica_options if o.slice == WHOLE])
+            | kept_of([o for o in replica_options if o.slice != WHOLE]))
     return [o for o in replica_options if o in kept], frozenset()
