@@ -60,8 +60,9 @@ def slice_price_shares(problem: Problem) -> dict[tuple[str, str], float]:
     """(GPU, MIG profile) -> the share of the GPU's price its slice pays in the relaxation: its share of the GPU's
     memory slices (no layout holds more memory slices than the GPU has, so the relaxation stays a lower bound).
     Memory rather than compute: a memory-heavy slice (1g.20gb: 1/7 of an H100's compute, 1/4 of its memory; four
-    fit) would otherwise be priced far below what it costs, and the bound with it (on the scaling benchmark the
-    bound was 113.0 $/h by compute shares, 117.9 by memory shares, the best plan 118.2). Without the catalog's
+    fit) would otherwise be priced far below what it costs, and the bound with it (on the scaling benchmark, under
+    its earlier pruning, the bound was 113.0 $/h by compute shares, 117.9 by memory shares, the best plan 118.2;
+    docs/cost-model.md#3-the-optimizer-optimizerpy). Without the catalog's
     counts, compute slices from the profile's name ("3g.40gb") over the most a layout holds, else one share per
     slice."""
     weights: dict[tuple[str, str], float] = {}
