@@ -67,7 +67,9 @@ def test_exception_inside_context_leaves_no_process(tiny_model_dir: Path, serve_
 
 _MANAGER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
+    # Ctrl-C as at a terminal, even where this test runs as a background job (which starts with SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from vlmopt.bench.server import VllmServer
     from vlmopt.schemas import ServerArgs
     server = VllmServer(ServerArgs(model=sys.argv[1], max_num_seqs=4), log_dir=sys.argv[2], python=sys.argv[3],

@@ -147,6 +147,15 @@ def test_cancel_stops_every_queue_after_each_saved() -> None:
     assert stopped.value.results.written == [Path("/p/quick.json")] and stopped.value.results.interrupted
 
 
+@pytest.fixture
+def terminal_ctrl_c():
+    """Ctrl-C as at a terminal, even where the suite runs as a background job (which starts with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("terminal_ctrl_c")
 def test_ctrl_c_in_the_main_thread_cancels_the_device_queues() -> None:
     saved: list[str] = []
     main = threading.main_thread().ident
