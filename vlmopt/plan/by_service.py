@@ -46,7 +46,6 @@ class RelaxAndPack:
     infeasible: str | None = None  # why no plan exists at all, when one service alone has none
     service_bounds: dict[str, float] = field(default_factory=dict)  # each service's relaxed optimum (bound)
     chosen: dict[tuple[str, str, str, str], int] = field(default_factory=dict)  # the relaxed optima's replicas
-    shares: dict[tuple[str, str], float] = field(default_factory=dict)  # the slice prices used
 
     @property
     def gap(self) -> float:
@@ -77,7 +76,8 @@ def slice_price_shares(problem: Problem) -> dict[tuple[str, str], float]:
             whole = 1.0
         else:
             named = {p: _compute_from_name(p) for p in profiles}
-            need = {p: float(n) if n is not None and None not in named.values() else 1.0 for p, n in named.items()}
+            known = None not in named.values()
+            need = {p: n if known and n is not None else 1.0 for p, n in named.items()}
             whole = 0.0  # counts, not shares: scaled by the most a layout holds
         most = max(whole, max(sum(need[p] for p in layout.slices) for layout in layouts))
         for profile in profiles:
@@ -95,7 +95,7 @@ def relax_and_pack(problem: Problem, cache: ServiceCache | None = None) -> Relax
     `cache` keeps each service's relaxed optimum for later calls on the same offers and layouts."""
     started = time.perf_counter()
     shares = slice_price_shares(problem)
-    split = RelaxAndPack(0.0, None, 0, shares=shares)
+    split = RelaxAndPack(0.0, None, 0)
     options_of: dict[str, list[ReplicaOption]] = defaultdict(list)
     for option in problem.options:
         options_of[option.service].append(option)
@@ -182,8 +182,7 @@ def _packed(problem: Problem, replicas: dict[tuple[str, str, str, str], int], lo
     if not packed.has_plan:
         return None
     # The packing's own bound is about packing these replicas, not about the problem: the relaxation's replaces it.
-    packed.objective_bound = min(packed.objective, lower_bound)
-    packed.stats["proven_gap"] = round(packed.proven_gap or 0.0, 6)
+    packed.bound_by(lower_bound)
     packed.stats["relax_and_pack_mig_slices"] = sum(n for (_, profile, _, _), n in replicas.items()
                                                     if profile != WHOLE)
     return packed

@@ -136,6 +136,14 @@ class Solution:
             return None
         return max(0.0, self.objective - self.objective_bound) / max(abs(self.objective), 1e-12)
 
+    def bound_by(self, bound: float) -> Solution:
+        """This solution with `bound` as its proven lower bound (never above its own cost), its gap recorded."""
+        self.objective_bound = min(self.objective, bound)
+        gap = self.proven_gap
+        if gap is not None:
+            self.stats["proven_gap"] = round(gap, 6)
+        return self
+
     @property
     def has_plan(self) -> bool:
         """A feasible answer exists: optimal, or the best one found when the time limit struck."""

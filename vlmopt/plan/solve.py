@@ -198,7 +198,7 @@ def solve_problem(problem: Problem, cache: ServiceCache | None = None) -> tuple[
         solution = split.solution
     if solution.has_plan and math.isfinite(split.lower_bound):
         own = solution.objective_bound if solution.objective_bound is not None else -math.inf
-        solution = _with_bound(solution, max(own, split.lower_bound))
+        solution = solution.bound_by(max(own, split.lower_bound))
     return solution, solves + split.solves
 
 
@@ -244,7 +244,7 @@ def solve_with_on_demand_losses(problem: Problem) -> tuple[Solution, int]:
         short = [svc for svc in failing if used.get(svc, 0.0) > bound.get(svc, 0.0) + 1e-9]
         if not short:
             own = solution.objective_bound if solution.objective_bound is not None else solution.objective
-            return _with_bound(solution, min(own, lower_bound)), solves
+            return solution.bound_by(min(own, lower_bound)), solves
         for svc in short:
             if solves + 1 == MAX_LOSS_SOLVES:
                 bound[svc] = largest[svc]  # which every plan fits
@@ -254,15 +254,6 @@ def solve_with_on_demand_losses(problem: Problem) -> tuple[Solution, int]:
                 bound[svc] = max(used[svc], bound.get(svc, 0.0))
     problem.demands = exact_demands  # a fixed bound made it infeasible where smaller instances would fit
     return solve(problem), solves + 1
-
-
-def _with_bound(solution: Solution, bound: float) -> Solution:
-    """The solution with `bound` as its proven lower bound (never above its own cost), and its recorded gap."""
-    solution.objective_bound = min(solution.objective, bound)
-    gap = solution.proven_gap
-    if gap is not None:
-        solution.stats["proven_gap"] = round(gap, 6)
-    return solution
 
 
 def solve_levers(ctx: Context, levers: frozenset[str], time_limit_s: float | None = None) -> Solved | None:
